@@ -1,0 +1,3 @@
+"""fastgw: the fast, dependable LLM gateway."""
+
+__version__ = "0.1.0"
