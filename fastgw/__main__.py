@@ -1,0 +1,3 @@
+from fastgw.cli import main
+
+raise SystemExit(main())

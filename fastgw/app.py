@@ -1,0 +1,259 @@
+"""The ASGI entry: routes, gateway auth, and the request's journey.
+
+``POST /v1/chat/completions`` (and completions, embeddings, responses):
+
+1. :func:`fastgw.body.read_body` — the body, within the size limit;
+2. :func:`fastgw.body.decode_routing` — only ``model``/``stream``/``stream_options``;
+3. :meth:`fastgw.routing.Router.resolve` — provider and upstream model name;
+4. by the provider's wire format: :mod:`fastgw.fastpath` relays bytes to an
+   OpenAI-compatible upstream (after :func:`fastgw.body.rewrite` when the model
+   name or a parameter must change), :mod:`fastgw.translated` goes through
+   :mod:`fastgw.translate`, :mod:`fastgw.mock` answers in-process.
+
+Errors anywhere become the OpenAI envelope (:mod:`fastgw.errors`); a worker
+never dies on a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from fastgw import body as bodies
+from fastgw import fastpath, mock, passthrough
+from fastgw.config import Config, load_config
+from fastgw.errors import GatewayError, envelope
+from fastgw.exchange import Exchange, Receive, Send
+from fastgw.providers import Provider, resolved_providers
+from fastgw.routing import Router
+from fastgw.upstream.backend import AsyncioBackend
+
+log = logging.getLogger("fastgw")
+
+_encode = msgspec.json.Encoder().encode
+
+# Model endpoints: client path -> the suffix under an OpenAI-compatible base URL.
+MODEL_ENDPOINTS = {
+    "/v1/chat/completions": "/chat/completions",
+    "/v1/completions": "/completions",
+    "/v1/embeddings": "/embeddings",
+    "/v1/responses": "/responses",
+}
+STREAMING_ENDPOINTS = frozenset({"/chat/completions", "/completions", "/responses"})
+
+
+class Gateway:
+    """The ASGI application. One per worker process."""
+
+    def __init__(self, config: Config, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = dict(os.environ) if env is None else env
+        self.max_body = config.server.max_body_bytes
+        master = config.master_key or self.env.get("FASTGW_MASTER_KEY") or None
+        self.master_auth = b"Bearer " + master.encode() if master else None
+        self.backend = AsyncioBackend()
+        self.providers = [Provider(p, self.backend) for p in resolved_providers(config, self.env)]
+        self.router = Router(self.providers, config.aliases)
+        self.router.check_aliases()
+        self.paths: Counter[str] = Counter()
+        self.ready = False
+        self.draining = False
+        self._models_body = b""
+        self._models_by_id: dict[str, bytes] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def startup(self) -> None:
+        from fastgw.discovery import discover_models
+
+        await discover_models(self.providers)
+        self.router = Router(self.providers, self.config.aliases)
+        self._build_model_list()
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        for provider in self.providers:
+            if provider.pool is not None:
+                await provider.pool.aclose()
+
+    def _build_model_list(self) -> None:
+        data = [{"id": mid, "object": "model", "created": 0, "owned_by": owner}
+                for mid, owner in self.router.model_list()]
+        self._models_body = _encode({"object": "list", "data": data})
+        self._models_by_id = {d["id"]: _encode(d) for d in data}
+
+    # -- ASGI --------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(Exchange(scope, receive, send))
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle(self, ex: Exchange) -> None:
+        scope = ex.scope
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            suffix = MODEL_ENDPOINTS.get(path)
+            if suffix is not None:
+                if method != "POST":
+                    raise _method_not_allowed("POST")
+                self._authorize(scope)
+                await self.model_endpoint(ex, suffix)
+            elif path == "/health":
+                await ex.respond(200, b'{"status":"ok"}')
+            elif path == "/ready":
+                ok = self.ready and not self.draining
+                await ex.respond(200 if ok else 503,
+                                 b'{"status":"ready"}' if ok else b'{"status":"not ready"}')
+            elif path == "/v1/models":
+                if method != "GET":
+                    raise _method_not_allowed("GET")
+                self._authorize(scope)
+                await ex.respond(200, self._models_body)
+            elif path.startswith("/v1/models/"):
+                if method != "GET":
+                    raise _method_not_allowed("GET")
+                self._authorize(scope)
+                self._model_detail(path[len("/v1/models/"):])
+                await ex.respond(200, self._models_by_id[path[len("/v1/models/"):]])
+            elif path.startswith("/p/"):
+                self._authorize(scope)
+                await self._passthrough(ex)
+            else:
+                raise GatewayError(404, f"Unknown route: {method} {path}", type="invalid_request_error",
+                                   code="unknown_route")
+        except GatewayError as exc:
+            await self._fail(ex, exc.status, exc.body(), exc.headers)
+        except bodies.ClientDisconnected:
+            return
+        except Exception as exc:
+            if _client_gone(exc):
+                return
+            log.exception("request %s failed", ex.request_id)
+            await self._fail(ex, 500, envelope("The gateway failed to handle the request.", "api_error", None,
+                                               "internal_error"), [])
+
+    async def _fail(self, ex: Exchange, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if ex.started:
+            # The answer is under way: only closing the connection can tell the client.
+            raise ConnectionAbortedError("response aborted after an error")
+        await ex.respond(status, body, extra=headers)
+
+    def _authorize(self, scope: dict[str, Any]) -> None:
+        expected = self.master_auth
+        if expected is None:
+            return
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if hmac.compare_digest(value, expected):
+                    return
+                break
+        raise GatewayError(401, "Invalid or missing API key. Send 'Authorization: Bearer <key>'.",
+                           type="authentication_error", code="invalid_api_key")
+
+    def _model_detail(self, model_id: str) -> None:
+        if model_id not in self._models_by_id:
+            raise GatewayError(404, f"The model '{model_id}' does not exist. See GET /v1/models.",
+                               type="invalid_request_error", param="model", code="model_not_found")
+
+    # -- the journey -------------------------------------------------------
+
+    async def model_endpoint(self, ex: Exchange, suffix: str) -> None:
+        body = await bodies.read_body(ex.scope, ex.receive, self.max_body)
+        routing = bodies.decode_routing(body)
+        if routing.stream and suffix not in STREAMING_ENDPOINTS:
+            raise bodies.bad_request(f"Streaming is not supported on {suffix[1:]}.", param="stream")
+        route = self.router.resolve(routing.model)
+        provider = route.provider
+        ex.provider = provider.name
+        if provider.wire == "mock":
+            ex.path_taken = "mock"
+            self.paths["mock"] += 1
+            await mock.serve(ex, provider.cfg.mock, suffix, route.upstream_model, body, routing.stream,
+                             routing.include_usage)
+            return
+        if provider.wire != "openai":
+            from fastgw import translated
+
+            ex.path_taken = "translated"
+            self.paths["translated"] += 1
+            await translated.handle(ex, provider, route, suffix, body, routing)
+            return
+        rename = (suffix == "/chat/completions" and b'"max_tokens"' in body
+                  and bodies.needs_max_completion_tokens(provider.type, route.upstream_model))
+        path_taken = "fast"
+        if route.rewrite or rename:
+            new = bodies.rewrite(body, model_json=route.upstream_model_json if route.rewrite else None,
+                                 rename_max_tokens=rename)
+            if new is not None:
+                body = new
+                path_taken = "rewritten"
+        ex.path_taken = path_taken
+        self.paths[path_taken] += 1
+        await fastpath.relay(ex, provider, provider.target(suffix.encode()), body, stream=routing.stream,
+                             client_auth=_header(ex.scope, b"authorization"))
+
+    async def _passthrough(self, ex: Exchange) -> None:
+        raw_path: bytes = ex.scope.get("raw_path") or ex.scope["path"].encode()
+        raw_path = raw_path.split(b"?", 1)[0]
+        _, _, rest = raw_path.partition(b"/p/")
+        name, _, tail = rest.partition(b"/")
+        provider = next((p for p in self.providers if p.name_bytes == name), None)
+        if provider is None:
+            raise GatewayError(404, f"No provider named '{name.decode('latin-1')}' is configured.",
+                               type="invalid_request_error", code="unknown_provider")
+        ex.provider = provider.name
+        self.paths["passthrough"] += 1
+        await passthrough.handle(ex, provider, b"/" + tail)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def _method_not_allowed(allowed: str) -> GatewayError:
+    return GatewayError(405, f"Method not allowed; use {allowed}.", type="invalid_request_error",
+                        code="method_not_allowed", headers=[(b"allow", allowed.encode())])
+
+
+def _client_gone(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return isinstance(exc, ConnectionError | asyncio.CancelledError) or "Disconnect" in name or "ClientDisconnected" in name
+
+
+def create_app() -> Gateway:
+    """The factory granian's workers call: config from ``FASTGW_CONFIG`` (or the embedded default)."""
+    path = os.environ.get("FASTGW_CONFIG") or None
+    config = load_config(path)
+    logging.basicConfig(level=config.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return Gateway(config)

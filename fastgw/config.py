@@ -1,0 +1,240 @@
+"""Configuration: a YAML file decoded into msgspec Structs.
+
+Loading is three steps, each failing with :class:`ConfigError` whose message
+names the path of the bad value (``providers[2].base_url: expected a URL``),
+never a traceback:
+
+1. parse YAML;
+2. interpolate ``${VAR}`` and ``${VAR:-default}`` in every string value
+   (``$${`` stands for a literal ``${``);
+3. convert into :class:`Config` (unknown keys and wrong types rejected), then
+   check values a type cannot express (URLs, names, alias targets).
+
+Without a file, :func:`default_config` gives the embedded default: the built-in
+``mock`` provider plus every provider whose usual environment variables are set
+(see :mod:`fastgw.providers`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+
+ProviderType = Literal[
+    "openai",
+    "azure",
+    "openrouter",
+    "groq",
+    "xai",
+    "mistral",
+    "deepseek",
+    "together",
+    "fireworks",
+    "ollama",
+    "vllm",
+    "openai-compatible",
+    "generic",
+    "anthropic",
+    "gemini",
+    "mock",
+]
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the path of the offending value in its message."""
+
+
+class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
+    """Seconds. ``first_byte`` covers a non-streaming model's whole think time."""
+
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 300.0
+    total: float = 1800.0
+
+
+class MockOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """The built-in mock model: how long its answers are and how they are paced."""
+
+    words: int = 16
+    ttfb_ms: float = 0.0
+    interval_ms: float = 0.0
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    type: ProviderType
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    max_connections: int = 256
+    pool_timeout: float = 10.0
+    keepalive_expiry: float = 60.0
+    models: list[str] = []
+    discover_models: bool = False
+    forward_client_key: bool = False
+    # Translated providers (anthropic): max_tokens when the client sent none.
+    default_max_tokens: int | None = None
+    # Translated providers: drop parameters the provider cannot honour instead of a 400.
+    drop_unsupported_params: bool = False
+    mock: MockOptions = msgspec.field(default_factory=MockOptions)
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    workers: int = 1
+    max_body_bytes: int = 32 * 1024 * 1024
+    grace_period: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    providers: list[ProviderConfig] = []
+    aliases: dict[str, str | list[str]] = {}
+    master_key: str | None = None
+    # Register providers from their usual environment variables (OPENAI_API_KEY, ...).
+    auto_providers: bool = True
+    # Always offer the built-in mock provider (name "mock").
+    mock_provider: bool = True
+
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _interpolate(value: Any, path: str, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        if "$" not in value:
+            return value
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            if name in env and env[name] != "":
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or 'config'}: environment variable {name} is not set")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+_AT = re.compile(r"^(.*?) - at `\$(.*)`$")
+
+
+def _validation_message(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    match = _AT.match(text)
+    if match is None:
+        return f"config: {text[:1].lower()}{text[1:]}"
+    message, path = match.group(1), match.group(2).lstrip(".")
+    message = message.replace("`", "")
+    unknown = re.match(r"Object contains unknown field (.*)", message)
+    if unknown:
+        field = unknown.group(1)
+        return f"{path + '.' if path else ''}{field}: unknown key"
+    message = message[:1].lower() + message[1:]
+    message = message.replace("expected str", "expected a string").replace("expected int", "expected an integer")
+    message = message.replace("expected float", "expected a number").replace("expected bool", "expected a boolean")
+    return f"{path or 'config'}: {message}"
+
+
+def check_url(url: str, path: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}: expected a URL (http:// or https://), got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{path}: expected a URL with a valid port, got {url!r}") from None
+
+
+def _check(config: Config) -> None:
+    seen: set[str] = set()
+    for i, provider in enumerate(config.providers):
+        where = f"providers[{i}]"
+        if not _NAME.match(provider.name):
+            raise ConfigError(f"{where}.name: expected letters, digits, '.', '_' or '-', got {provider.name!r}")
+        if provider.name in seen:
+            raise ConfigError(f"{where}.name: duplicate provider name {provider.name!r}")
+        seen.add(provider.name)
+        if provider.base_url is not None:
+            check_url(provider.base_url, f"{where}.base_url")
+        elif provider.type in ("openai-compatible", "generic", "azure"):
+            raise ConfigError(f"{where}.base_url: required for type {provider.type}")
+        if provider.max_connections < 1:
+            raise ConfigError(f"{where}.max_connections: expected a number >= 1")
+        for key in ("connect", "first_byte", "idle", "total"):
+            if getattr(provider.timeouts, key) <= 0:
+                raise ConfigError(f"{where}.timeouts.{key}: expected a number > 0")
+        for j, model in enumerate(provider.models):
+            if not model:
+                raise ConfigError(f"{where}.models[{j}]: expected a model name")
+    server = config.server
+    if not 0 <= server.port <= 65535:
+        raise ConfigError(f"server.port: expected a port number, got {server.port}")
+    if server.workers < 1:
+        raise ConfigError("server.workers: expected a number >= 1")
+    if server.max_body_bytes < 1024:
+        raise ConfigError("server.max_body_bytes: expected at least 1024")
+    for alias, targets in config.aliases.items():
+        if isinstance(targets, list) and not targets:
+            raise ConfigError(f"aliases.{alias}: expected at least one target")
+
+
+def parse_config(text: str, env: dict[str, str] | None = None) -> Config:
+    """Parse YAML text into a checked :class:`Config`."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config: invalid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a mapping at the top level")
+    data = _interpolate(data, "", dict(os.environ) if env is None else env)
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_validation_message(exc)) from None
+    _check(config)
+    return config
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
+    """Load the file at ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    return parse_config(text, env)
+
+
+def mask_secret(value: str | None) -> str:
+    """Show enough of a key to recognise it, never enough to use it."""
+    if not value:
+        return "(none)"
+    if len(value) < 12:
+        return "***"
+    return f"{value[:4]}…{value[-2:]}"

@@ -1,0 +1,70 @@
+"""One client exchange: the ASGI callables plus what the gateway learned on the way.
+
+An :class:`Exchange` travels down the request's journey (app -> routing ->
+fastpath / translate / mock). Whoever starts the response sets ``started`` so
+the entry point knows whether an error can still be answered with a status or
+must end the stream instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def new_request_id() -> str:
+    return "fgw-" + os.urandom(9).hex()
+
+
+class Exchange:
+    __slots__ = (
+        "path_taken",
+        "provider",
+        "receive",
+        "request_id",
+        "scope",
+        "send",
+        "started",
+        "status",
+        "t_start",
+    )
+
+    def __init__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.request_id = new_request_id()
+        self.started = False
+        self.status = 0
+        self.provider = ""
+        self.path_taken = ""
+        self.t_start = time.perf_counter()
+
+    def gateway_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers fastgw adds to every answer it relays."""
+        headers = [(b"x-fastgw-request-id", self.request_id.encode())]
+        if self.provider:
+            headers.append((b"x-fastgw-provider", self.provider.encode()))
+        if self.path_taken:
+            headers.append((b"x-fastgw-path", self.path_taken.encode()))
+        return headers
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def respond(self, status: int, body: bytes, content_type: bytes = b"application/json",
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """A complete response in one go."""
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        headers += self.gateway_headers()
+        if extra:
+            headers += extra
+        await self.start(status, headers)
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})

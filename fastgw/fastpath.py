@@ -1,0 +1,235 @@
+"""The byte relay: a request to an OpenAI-compatible upstream and its answer back.
+
+The client's body bytes go upstream as given (or as :mod:`fastgw.body` rewrote
+them); the upstream's status, content type and body come back as they arrive.
+SSE is forwarded chunk by chunk, never decoded, re-framed, buffered or
+compressed.
+
+Observers. ``relay`` takes an optional ``tap``: an object with
+``feed(chunk: bytes) -> bytes`` and ``close() -> bytes`` that sees every body
+chunk on its way to the client and returns what to forward (normally the same
+object, so nothing is copied). Usage accounting hangs off this hook.
+
+Failures map to the OpenAI envelope: connect/TLS/refused -> 502, timeouts ->
+504 (type ``timeout``), pool exhausted -> 503; an upstream 4xx/5xx is relayed
+with its status and body (wrapped in the envelope when it is not one). When the
+upstream breaks mid-stream, the client gets one SSE ``data: {"error": ...}``
+event and the stream closes without ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable
+from typing import Protocol
+
+import msgspec
+
+from fastgw.errors import GatewayError, envelope, overloaded, sse_error_event, type_for_status
+from fastgw.exchange import Exchange
+from fastgw.providers import Provider
+from fastgw.upstream.client import (
+    UpstreamBroken,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    send,
+)
+from fastgw.upstream.pool import PoolTimeout
+
+log = logging.getLogger("fastgw.fastpath")
+
+ERROR_BODY_LIMIT = 1024 * 1024
+
+# Upstream response headers worth keeping: content type, the upstream's request
+# id, rate limits. Hop-by-hop headers (RFC 9110 7.6.1) are always dropped.
+KEEP_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"x-request-id",
+        b"request-id",
+        b"retry-after",
+        b"retry-after-ms",
+        b"openai-processing-ms",
+        b"openai-version",
+        b"x-envoy-upstream-service-time",
+    }
+)
+KEEP_PREFIXES = (b"x-ratelimit-", b"ratelimit", b"anthropic-ratelimit-", b"x-groq-")
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+class Tap(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+    def close(self) -> bytes: ...
+
+
+def kept_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for name, value in upstream:
+        name = name.lower()
+        if name in KEEP_HEADERS or name.startswith(KEEP_PREFIXES):
+            out.append((name, value))
+    return out
+
+
+def upstream_headers(provider: Provider, body_length: int, client_auth: bytes | None) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"host", provider.host_header),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(body_length).encode()),
+        (b"accept-encoding", b"identity"),
+    ]
+    if provider.forward_client_key and client_auth:
+        headers.append((b"authorization", client_auth))
+    else:
+        headers += provider.auth_headers
+    if provider.extra_headers:
+        headers += provider.extra_headers
+    return headers
+
+
+def upstream_failure(exc: BaseException, provider: Provider) -> GatewayError:
+    """The client-facing error for a failure before any response byte."""
+    name = provider.name
+    if isinstance(exc, UpstreamTimeout):
+        return GatewayError(504, f"The upstream provider '{name}' timed out ({exc.kind}).",
+                            type="timeout", code="upstream_timeout")
+    if isinstance(exc, PoolTimeout):
+        return overloaded(f"The gateway has no free connection to provider '{name}': {exc}. Retry later.")
+    if isinstance(exc, UpstreamUnreachable):
+        return GatewayError(502, f"The upstream provider '{name}' is unreachable: {_clean(exc)}",
+                            type="upstream_error", code="upstream_unreachable")
+    return GatewayError(502, f"The upstream provider '{name}' failed: {_clean(exc)}",
+                        type="upstream_error", code="upstream_error")
+
+
+def _clean(exc: BaseException) -> str:
+    text = str(exc)
+    return text.replace("the upstream is unreachable: ", "")[:300]
+
+
+async def open_upstream(
+    provider: Provider,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | AsyncIterable[bytes],
+) -> UpstreamResponse:
+    """Send a request; failures before the response become a :class:`GatewayError`."""
+    assert provider.pool is not None
+    try:
+        return await send(provider.pool, method, target, headers, body, provider.timeouts)
+    except (UpstreamError, PoolTimeout) as exc:
+        raise upstream_failure(exc, provider) from None
+
+
+class _ErrorShape(msgspec.Struct):
+    error: dict[str, msgspec.Raw] | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorShape)
+
+
+def error_body(status: int, body: bytes, provider: Provider) -> bytes:
+    """An upstream error body as an OpenAI envelope: kept when it is one, wrapped otherwise."""
+    key = provider.cfg.api_key
+    if key and key.encode() in body:
+        body = body.replace(key.encode(), b"[REDACTED]")
+    try:
+        shape = _error_decoder.decode(body)
+        if shape.error is not None and "message" in shape.error:
+            return body
+    except msgspec.DecodeError:
+        pass
+    text = body.decode("utf-8", "replace").strip()[:1000] or f"HTTP {status} from the upstream"
+    return envelope(f"Upstream provider '{provider.name}' answered {status}: {text}", type_for_status(status),
+                    None, "upstream_error")
+
+
+async def relay_error(ex: Exchange, resp: UpstreamResponse, provider: Provider) -> None:
+    """Relay an upstream 4xx/5xx: its status, rate-limit headers and an envelope body."""
+    data = await resp.read(ERROR_BODY_LIMIT)
+    body = error_body(resp.status, data, provider)
+    extra = [(k, v) for k, v in kept_headers(resp.headers) if k not in (b"content-type", b"content-length")]
+    await ex.respond(resp.status, body, extra=extra)
+
+
+async def relay(
+    ex: Exchange,
+    provider: Provider,
+    target: bytes,
+    body: bytes,
+    *,
+    stream: bool,
+    client_auth: bytes | None = None,
+    tap: Tap | None = None,
+) -> None:
+    """POST ``body`` to ``target`` on ``provider`` and relay the answer to the client."""
+    headers = upstream_headers(provider, len(body), client_auth)
+    resp = await open_upstream(provider, b"POST", target, headers, body)
+    try:
+        if resp.status >= 400:
+            await relay_error(ex, resp, provider)
+            return
+        await relay_body(ex, resp, provider, stream=stream, tap=tap)
+    finally:
+        await resp.aclose()
+
+
+async def relay_body(
+    ex: Exchange,
+    resp: UpstreamResponse,
+    provider: Provider,
+    *,
+    stream: bool,
+    tap: Tap | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Relay status, headers and body bytes as they arrive."""
+    out = headers if headers is not None else kept_headers(resp.headers)
+    if tap is not None:
+        # The tap may change the body: the upstream's length no longer holds.
+        out = [h for h in out if h[0] != b"content-length"]
+    out += ex.gateway_headers()
+    send = ex.send
+    await ex.start(resp.status, out)
+    try:
+        if tap is None:
+            async for chunk in resp:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tail = b""
+        else:
+            async for chunk in resp:
+                chunk = tap.feed(chunk)
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tail = tap.close()
+    except UpstreamError as exc:
+        kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+        log.warning("request %s: provider %s failed mid-%s: %s", ex.request_id, provider.name,
+                    "stream" if stream else "response", exc.kind if isinstance(exc, UpstreamTimeout) else exc)
+        if not stream:
+            raise  # headers went out with a length: only aborting the connection tells the client
+        message = (f"The upstream provider '{provider.name}' timed out mid-stream ({exc.kind})."
+                   if isinstance(exc, UpstreamTimeout)
+                   else f"The upstream provider '{provider.name}' closed the stream unexpectedly.")
+        code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else (
+            "upstream_disconnected" if isinstance(exc, UpstreamBroken) else "upstream_error")
+        await send({"type": "http.response.body", "body": sse_error_event(message, kind, code), "more_body": False})
+        return
+    await send({"type": "http.response.body", "body": tail, "more_body": False})

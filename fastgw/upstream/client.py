@@ -1,0 +1,175 @@
+"""One request to an upstream, through the pool, with fastgw's timeouts.
+
+:func:`send` checks a connection out of the :class:`~fastgw.upstream.pool.Pool`,
+writes the request through httpcore's HTTP/1.1 connection and returns an
+:class:`UpstreamResponse` as soon as the status line and headers arrived. The
+body is read by iterating it; :meth:`UpstreamResponse.aclose` must always be
+called: it returns the connection to the pool when the body was read to its
+end, and closes it otherwise.
+
+Timeouts (each maps to :class:`UpstreamTimeout` with its ``kind``):
+
+* ``connect``: opening the TCP/TLS connection;
+* ``first_byte``: from the request sent to the response headers;
+* ``idle``: between two body chunks (streams);
+* ``total``: the whole exchange, headers and body.
+
+Errors: :class:`UpstreamTimeout`, :class:`UpstreamUnreachable` (refused,
+unreachable, TLS failure), :class:`UpstreamBroken` (the upstream broke the
+protocol or the connection mid-response), :class:`~fastgw.upstream.pool.PoolTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import httpcore
+
+from fastgw.upstream.pool import Connection, Pool
+
+
+class UpstreamError(Exception):
+    kind = "error"
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"the upstream timed out ({kind})")
+        self.kind = kind
+
+
+class UpstreamUnreachable(UpstreamError):
+    kind = "unreachable"
+
+
+class UpstreamBroken(UpstreamError):
+    kind = "broken"
+
+
+class Timeouts:
+    """Seconds; ``None`` means no limit."""
+
+    __slots__ = ("connect", "first_byte", "idle", "total")
+
+    def __init__(
+        self,
+        connect: float | None = 10.0,
+        first_byte: float | None = 600.0,
+        idle: float | None = 300.0,
+        total: float | None = 1800.0,
+    ) -> None:
+        self.connect = connect
+        self.first_byte = first_byte
+        self.idle = idle
+        self.total = total
+
+
+class UpstreamResponse:
+    """Status and headers of an upstream response; the body arrives by iteration."""
+
+    __slots__ = ("_body", "_conn", "_pool", "_response", "complete", "headers", "status")
+
+    def __init__(self, pool: Pool, conn: Connection, response: httpcore.Response, idle: float | None) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._response = response
+        self.status: int = response.status
+        self.headers: list[tuple[bytes, bytes]] = response.headers
+        self.complete = False
+        conn.stream.read_timeout = idle
+        conn.stream.timeout_kind = "idle"
+        self._body: Any = response.stream
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._body:
+                yield chunk
+        except httpcore.TimeoutException as exc:
+            raise UpstreamTimeout(str(exc) or "idle") from None
+        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            raise UpstreamBroken(f"the upstream connection broke mid-response: {exc}") from None
+        self.complete = True
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """Read the whole body (at most ``limit`` bytes; the rest is dropped)."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self:
+            if limit is not None and size + len(chunk) > limit:
+                parts.append(chunk[: limit - size])
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool if the body was read to its end."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None  # type: ignore[assignment]
+        try:
+            await self._response.aclose()
+        except Exception:
+            conn.stream.close()
+        self._pool.release(conn)
+
+
+async def send(
+    pool: Pool,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | AsyncIterable[bytes],
+    timeouts: Timeouts,
+) -> UpstreamResponse:
+    """Send one request and return once the response headers arrived.
+
+    ``headers`` must include ``Host`` and body framing (``Content-Length`` or
+    ``Transfer-Encoding``). A request that fails on a reused keep-alive
+    connection before any response byte (the server closed it as we wrote) is
+    retried once on a fresh connection; only when ``body`` is bytes.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeouts.total if timeouts.total is not None else None
+    url = httpcore.URL(scheme=pool.origin.scheme, host=pool.origin.host, port=pool.origin.port, target=target)
+    attempts = 2 if isinstance(body, bytes) else 1
+    for attempt in range(attempts):
+        try:
+            conn = await pool.acquire()
+        except httpcore.ConnectTimeout:
+            raise UpstreamTimeout("connect") from None
+        except httpcore.ConnectError as exc:
+            raise UpstreamUnreachable(str(exc)) from None
+        stream = conn.stream
+        stream.read_timeout = timeouts.first_byte
+        stream.timeout_kind = "first_byte"
+        stream.deadline = deadline
+        request = httpcore.Request(method, url, headers=headers, content=body)
+        try:
+            response = await conn.http.handle_async_request(request)
+        except httpcore.TimeoutException as exc:
+            pool.release(conn)
+            raise UpstreamTimeout(str(exc) or "first_byte") from None
+        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            reused = conn.reused
+            pool.release(conn)
+            if reused and attempt + 1 < attempts:
+                continue
+            if isinstance(exc, httpcore.RemoteProtocolError | httpcore.ReadError):
+                raise UpstreamBroken(f"the upstream closed the connection: {exc}") from None
+            raise UpstreamUnreachable(f"the upstream is unreachable: {exc}") from None
+        except BaseException:
+            pool.release(conn)
+            raise
+        return UpstreamResponse(pool, conn, response, timeouts.idle)
+    raise AssertionError("unreachable")  # pragma: no cover
+
