@@ -224,7 +224,9 @@ class KeyManager:
 
     async def _spend_for(self, key_id: str, period: str | None, now: float) -> tuple[float, float]:
         ps = period_start(period, now)
-        row = await self.store.fetchone("SELECT usd FROM spend WHERE key_id = ? AND period_start = ?", (key_id, ps))
+        row = await self.store.fetchone(
+            "SELECT usd FROM spend WHERE key_id = ? AND period_start = ?", (key_id, ps)
+        )
         return (float(row[0]) if row else 0.0), ps
 
     async def list(self) -> list[KeyRecord]:
@@ -295,7 +297,9 @@ class KeyManager:
             raise _invalid()
         now = time.time() if now is None else now
         if rec.expires_at is not None and now >= rec.expires_at:
-            raise GatewayError(401, "This API key has expired.", type="invalid_request_error", code="expired_api_key")
+            raise GatewayError(
+                401, "This API key has expired.", type="invalid_request_error", code="expired_api_key"
+            )
         if not model_allowed(rec.models, model):
             raise GatewayError(
                 403,

@@ -287,6 +287,8 @@ async def open_store(url: str = DEFAULT_URL) -> Store:
     elif url.startswith(("postgresql://", "postgres://")):
         store = PostgresStore(url)
     else:
-        raise ValueError(f"unsupported store URL scheme (use sqlite:/// or postgresql://): {url.split(':', 1)[0]}")
+        raise ValueError(
+            f"unsupported store URL scheme (use sqlite:/// or postgresql://): {url.split(':', 1)[0]}"
+        )
     await store.open()
     return store
