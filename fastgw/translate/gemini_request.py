@@ -125,7 +125,9 @@ def build_request(
     return path, dict(HEADERS), _encode(out)
 
 
-def _generation_config(body: dict[str, Any], default_max_tokens: int | None, unsupported: Any) -> dict[str, Any]:
+def _generation_config(
+    body: dict[str, Any], default_max_tokens: int | None, unsupported: Any
+) -> dict[str, Any]:
     gen: dict[str, Any] = {}
     stops = stop_list(body.get("stop"))
     if stops:
@@ -167,11 +169,15 @@ def _generation_config(body: dict[str, Any], default_max_tokens: int | None, uns
             gen["responseMimeType"] = "application/json"
             gen["responseJsonSchema"] = schema
         elif kind != "text":
-            raise TranslationError("Invalid value for 'response_format'.", param="response_format", code="invalid_value")
+            raise TranslationError(
+                "Invalid value for 'response_format'.", param="response_format", code="invalid_value"
+            )
     effort = reasoning_effort_of(body)
     if effort is not None:
         budget = THINKING_BUDGETS[effort]
-        gen["thinkingConfig"] = {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        gen["thinkingConfig"] = (
+            {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        )
     return gen
 
 
@@ -199,7 +205,9 @@ def _user_parts(content: Any, param: str, unsupported: Any) -> list[dict[str, An
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str) or not url:
-                raise TranslationError(f"'{p}.image_url.url' is required.", param=f"{p}.image_url", code="invalid_value")
+                raise TranslationError(
+                    f"'{p}.image_url.url' is required.", param=f"{p}.image_url", code="invalid_value"
+                )
             data = parse_data_url(url)
             if data is not None:
                 parts.append(_inline(*data))
@@ -208,7 +216,9 @@ def _user_parts(content: Any, param: str, unsupported: Any) -> list[dict[str, An
         elif kind == "input_audio":
             audio = part.get("input_audio") or {}
             fmt = str(audio.get("format") or "wav")
-            parts.append(_inline("audio/mp3" if fmt == "mp3" else f"audio/{fmt}", str(audio.get("data") or "")))
+            parts.append(
+                _inline("audio/mp3" if fmt == "mp3" else f"audio/{fmt}", str(audio.get("data") or ""))
+            )
         elif kind == "file":
             file = part.get("file") or {}
             file_data = file.get("file_data") if isinstance(file, dict) else None
@@ -230,9 +240,14 @@ def _model_parts(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
     for k, tc in enumerate(msg.get("tool_calls") or ()):
         p = f"{param}.tool_calls[{k}]"
         if not isinstance(tc, dict) or tc.get("type", "function") != "function":
-            raise TranslationError(f"Only function tool calls are supported in '{p}'.", param=p, code="invalid_value")
+            raise TranslationError(
+                f"Only function tool calls are supported in '{p}'.", param=p, code="invalid_value"
+            )
         fn = tc.get("function") or {}
-        call: dict[str, Any] = {"name": str(fn.get("name") or ""), "args": parse_arguments(fn.get("arguments"), f"{p}.function.arguments")}
+        call: dict[str, Any] = {
+            "name": str(fn.get("name") or ""),
+            "args": parse_arguments(fn.get("arguments"), f"{p}.function.arguments"),
+        }
         call_id, _, signature = str(tc.get("id") or "").partition(SIGNATURE_SEP)
         if call_id:
             call["id"] = call_id
@@ -245,7 +260,9 @@ def _model_parts(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
 
 def _contents(raw: Any, unsupported: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
-        raise TranslationError("'messages' must be a non-empty array.", param="messages", code="invalid_value")
+        raise TranslationError(
+            "'messages' must be a non-empty array.", param="messages", code="invalid_value"
+        )
     names = tool_call_names(raw)
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
@@ -269,7 +286,10 @@ def _contents(raw: Any, unsupported: Any) -> tuple[list[dict[str, Any]], list[di
                     code="invalid_value",
                 )
             call_id = full_id.partition(SIGNATURE_SEP)[0]
-            response = {"name": names[full_id], "response": {"output": text_of(msg.get("content"), f"{param}.content")}}
+            response = {
+                "name": names[full_id],
+                "response": {"output": text_of(msg.get("content"), f"{param}.content")},
+            }
             if call_id:
                 response["id"] = call_id
             if responses is None:
@@ -286,9 +306,13 @@ def _contents(raw: Any, unsupported: Any) -> tuple[list[dict[str, Any]], list[di
             if parts:
                 contents.append({"role": "model", "parts": parts})
         else:
-            raise TranslationError(f"Invalid role {role!r} in '{param}'.", param=f"{param}.role", code="invalid_value")
+            raise TranslationError(
+                f"Invalid role {role!r} in '{param}'.", param=f"{param}.role", code="invalid_value"
+            )
     if not contents:
-        raise TranslationError("At least one non-system message is required.", param="messages", code="invalid_value")
+        raise TranslationError(
+            "At least one non-system message is required.", param="messages", code="invalid_value"
+        )
     return system, contents
 
 
@@ -303,7 +327,9 @@ def _declarations(tools: Any, unsupported: Any) -> list[dict[str, Any]]:
         fn = tool.get("function") or {}
         name = fn.get("name")
         if not isinstance(name, str) or not name:
-            raise TranslationError(f"'tools[{i}].function.name' is required.", param=f"tools[{i}].function.name")
+            raise TranslationError(
+                f"'tools[{i}].function.name' is required.", param=f"tools[{i}].function.name"
+            )
         decl: dict[str, Any] = {"name": name}
         if fn.get("description"):
             decl["description"] = fn["description"]
