@@ -15,6 +15,7 @@ Without the binaries (or psycopg) the test is skipped with the reason, except un
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import pwd
@@ -91,10 +92,8 @@ class PgServer:
         self._run(f"{b}/pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60", "start")
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
-        except Exception:
-            pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def dsn(self, db: str = "postgres") -> str:
