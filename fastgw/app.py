@@ -150,7 +150,7 @@ class Gateway:
                                    code="unknown_route")
         except GatewayError as exc:
             await self._fail(ex, exc.status, exc.body(), exc.headers)
-        except bodies.ClientDisconnected:
+        except (bodies.ClientDisconnected, fastpath.ClientGone):
             return
         except Exception as exc:
             if _client_gone(exc):

@@ -19,6 +19,7 @@ event and the stream closes without ``[DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterable
 from typing import Protocol
@@ -181,14 +182,56 @@ async def relay(
 ) -> None:
     """POST ``body`` to ``target`` on ``provider`` and relay the answer to the client."""
     headers = upstream_headers(provider, len(body), client_auth)
-    resp = await open_upstream(provider, b"POST", target, headers, body)
-    try:
-        if resp.status >= 400:
-            await relay_error(ex, resp, provider)
-            return
-        await relay_body(ex, resp, provider, stream=stream, tap=tap)
-    finally:
-        await resp.aclose()
+    async with watch_client(ex):
+        resp = await open_upstream(provider, b"POST", target, headers, body)
+        try:
+            if resp.status >= 400:
+                await relay_error(ex, resp, provider)
+                return
+            await relay_body(ex, resp, provider, stream=stream, tap=tap)
+        finally:
+            await resp.aclose()
+
+
+class watch_client:
+    """Cancel the exchange when the client disconnects, and swallow that cancellation.
+
+    The body was read already, so the next ASGI message can only be
+    ``http.disconnect``: a task waits for it. When it comes, the exchange's task
+    is cancelled, which closes the upstream response (and its connection) at
+    once, even while the upstream is silent.
+    """
+
+    __slots__ = ("_ex", "_gone", "_task", "_watcher")
+
+    def __init__(self, ex: Exchange) -> None:
+        self._ex = ex
+        self._gone = False
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._ex.receive()
+            if message["type"] == "http.disconnect":
+                self._gone = True
+                assert self._task is not None
+                self._task.cancel()
+                return
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        self._watcher.cancel()
+        if self._gone and exc_type is asyncio.CancelledError:
+            assert self._task is not None
+            self._task.uncancel()
+            raise ClientGone()
+        return False
+
+
+class ClientGone(Exception):
+    """The client disconnected; the exchange was abandoned."""
 
 
 async def relay_body(

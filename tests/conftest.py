@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gateway import GatewayProcess
+from upstream import UpstreamServer, json_reply
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[UpstreamServer]:
+    server = UpstreamServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def upstream(upstream_server: UpstreamServer) -> UpstreamServer:
+    """The session's upstream, reset: default handler, no recorded requests."""
+    upstream_server.handler = lambda r: json_reply(b'{"ok":true}')
+    upstream_server.requests.clear()
+    return upstream_server
+
+
+def basic_config(upstream_url: str, extra: str = "") -> str:
+    """The minimal config from the issue, pointed at the test upstream."""
+    return f"""
+providers:
+  - name: local
+    type: openai
+    base_url: {upstream_url}/v1
+    api_key: sk-test
+    models: [gpt-4o-mini]
+{extra}"""
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream_server: UpstreamServer) -> Iterator[GatewayProcess]:
+    """A gateway on the minimal config, plus an alias and an o-series model."""
+    config = basic_config(upstream_server.url) + f"""
+  - name: reasoning
+    type: openai
+    base_url: {upstream_server.url}/v1
+    api_key: sk-other
+    models: [o4-mini, gpt-4o-mini-dup]
+  - name: dup
+    type: openai-compatible
+    base_url: {upstream_server.url}/v1
+    models: [gpt-4o-mini-dup]
+aliases:
+  fast: local/gpt-4o-mini
+  chain: [local/gpt-4o-mini, reasoning/o4-mini]
+"""
+    gw = GatewayProcess(config)
+    yield gw
+    gw.stop()
