@@ -97,10 +97,10 @@ _SECRET_FIELDS = (
 _PATTERNS = [
     (re.compile(r'("(?:' + _SECRET_FIELDS + r')"\s*:\s*)"(?:[^"\\]|\\.)*"', re.I), r'\1"' + REDACTED + '"'),
     (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,}", re.I), r"\1 " + REDACTED),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), REDACTED),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), REDACTED),
+    (re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), REDACTED),
+    (re.compile(r"AIza[0-9A-Za-z_\-]{20,}"), REDACTED),
 ]
-_PARTIAL_TAIL = re.compile(r"(\bsk-|\bAIza|\bBearer\s+)[A-Za-z0-9._~+/=\-]*$", re.I)
+_PARTIAL_TAIL = re.compile(r"(sk-|AIza|\bBearer\s+)[A-Za-z0-9._~+/=\-]*$", re.I)
 
 
 def redact(text: str) -> str:
