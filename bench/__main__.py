@@ -1,0 +1,115 @@
+"""``python -m bench``: the scenario matrix; ``python -m bench compare A.json B.json``;
+``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from bench.report import RESULTS_DIR
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def matrix_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="fastgw benchmark matrix: direct-to-mock vs "
+                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | ceiling")
+    p.add_argument("--quick", action="store_true", help="smoke preset: short runs, one repeat, c=16")
+    p.add_argument("--concurrency", type=_ints, default=None, help="comma list (default 1,64)")
+    p.add_argument("--workers", type=_ints, default=None, help="gateway worker counts, comma list (default 1)")
+    p.add_argument("--duration", type=float, default=None, help="seconds measured per run (default 5)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per run, not measured (default 1)")
+    p.add_argument("--repeats", type=int, default=None, help="A/B pairs per scenario (default 2)")
+    p.add_argument("--procs", type=int, default=1, help="load generator processes (default 1)")
+    p.add_argument("--mock-procs", type=int, default=1, help="mock upstream processes (SO_REUSEPORT)")
+    p.add_argument("--rss-requests", type=int, default=None, help="requests before the RSS check (default 100000)")
+    p.add_argument("--stall-concurrency", type=int, default=512)
+    p.add_argument("--scenarios", default=None, help="comma list of scenario names to run (default all)")
+    p.add_argument("--direct-only", action="store_true", help="don't start the gateway")
+    p.add_argument("--gateway-cmd", default=None, help="command prefix instead of 'fastgw' (gets 'serve --config ...')")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default bench/results)")
+    p.add_argument("--label", default="", help="label stored in the results (shown by compare)")
+    return p
+
+
+def config_from_args(a: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from bench.matrix import MatrixConfig
+
+    q = a.quick
+    return MatrixConfig(
+        concurrency=a.concurrency or ([16] if q else [1, 64]),
+        workers=a.workers or [1],
+        duration=a.duration if a.duration is not None else (0.4 if q else 5.0),
+        warmup=a.warmup if a.warmup is not None else (0.15 if q else 1.0),
+        repeats=a.repeats if a.repeats is not None else (1 if q else 2),
+        procs=a.procs, mock_procs=a.mock_procs,
+        rss_requests=a.rss_requests if a.rss_requests is not None else (2000 if q else 100_000),
+        stall_concurrency=a.stall_concurrency,
+        scenarios=[s.strip() for s in a.scenarios.split(",")] if a.scenarios else None,
+        gateway_cmd=shlex.split(a.gateway_cmd) if a.gateway_cmd else None,
+        direct_only=a.direct_only, quick=q, label=a.label,
+    )
+
+
+def run_matrix(argv: list[str]) -> int:
+    from bench.matrix import Matrix
+    from bench.report import render_text, write_outputs
+
+    a = matrix_parser().parse_args(argv)
+    cfg = config_from_args(a)
+    result = Matrix(cfg).run()
+    paths = write_outputs(result, a.out)
+    print(render_text(result))
+    print()
+    print(f"results: {paths['json']}  {paths['md']}")
+    if paths["png"] is None:
+        print("note: matplotlib is not installed; chart skipped (pip install 'fastgw[bench]')")
+    else:
+        print(f"chart: {paths['png']}")
+    bad = [e for e in result["entries"] if e.get("status") == "errors"]
+    if bad:
+        print(f"warning: {len(bad)} run(s) had errors: " + ", ".join(f"{e['scenario']}/{e['side']}" for e in bad),
+              file=sys.stderr)
+    return 0
+
+
+def run_compare(argv: list[str]) -> int:
+    from bench.report import compare
+
+    p = argparse.ArgumentParser(prog="python -m bench compare", description="per-scenario change A -> B")
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    a = p.parse_args(argv)
+    print(compare(json.loads(a.a.read_text()), json.loads(a.b.read_text())))
+    return 0
+
+
+def run_ceiling(argv: list[str]) -> int:
+    from bench.ceiling import measure, render
+
+    p = argparse.ArgumentParser(prog="python -m bench ceiling", description="mock ceiling and loadgen cost")
+    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--combos", default="1x1,2x2", help="MOCKPROCSxLOADGENPROCS list (default 1x1,2x2)")
+    a = p.parse_args(argv)
+    combos = [(int(m), int(g)) for m, g in (c.split("x") for c in a.combos.split(","))]
+    print(render(measure(a.duration, a.concurrency, combos)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":
+        return run_compare(argv[1:])
+    if argv and argv[0] == "ceiling":
+        return run_ceiling(argv[1:])
+    return run_matrix(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
