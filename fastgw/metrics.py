@@ -262,8 +262,9 @@ def aggregate(directory: str, live: Snapshot | None = None) -> Snapshot:
             snap = _read(path)
             if snap is None:
                 continue
-            stale = snap.pid == me and live is not None and snap.boot != live.boot
-            if snap.pid == me and live is not None and not stale:
+            ours = live is not None and snap.pid == live.pid == me
+            stale = ours and snap.boot != live.boot  # type: ignore[union-attr]
+            if ours and not stale:
                 continue  # the live registry is fresher
             if stale or not _alive(snap.pid):
                 merge(retired, snap, gauges=False)
