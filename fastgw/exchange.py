@@ -8,6 +8,7 @@ must end the stream instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -17,8 +18,23 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
+_PREFIX = "fgw-" + os.urandom(5).hex()
+_counter = itertools.count(1)
+
+
+def _reseed() -> None:
+    # Workers are forked: each needs its own prefix.
+    global _PREFIX, _counter
+    _PREFIX = "fgw-" + os.urandom(5).hex()
+    _counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_request_id() -> str:
-    return "fgw-" + os.urandom(9).hex()
+    """Unique per gateway: a random per-process prefix and a counter (no syscall per request)."""
+    return f"{_PREFIX}{next(_counter):08x}"
 
 
 class Exchange:

@@ -74,6 +74,13 @@ HOP_BY_HOP = frozenset(
 )
 
 
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length" or name.lower() == b"content-length":
+            return int(value)
+    return None
+
+
 class Tap(Protocol):
     def feed(self, chunk: bytes) -> bytes: ...
     def close(self) -> bytes: ...
@@ -210,7 +217,7 @@ class watch_client:
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
-        self._watcher = asyncio.ensure_future(self._watch())
+        self._watcher = _loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         while True:
@@ -228,6 +235,9 @@ class watch_client:
             self._task.uncancel()
             raise ClientGone()
         return False
+
+
+_loop = asyncio.get_running_loop
 
 
 class ClientGone(Exception):
@@ -251,17 +261,28 @@ async def relay_body(
     out += ex.gateway_headers()
     send = ex.send
     await ex.start(resp.status, out)
+    next_chunk = resp.next_chunk
     try:
-        if tap is None:
-            async for chunk in resp:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            tail = b""
-        else:
-            async for chunk in resp:
+        if tap is not None:
+            while (chunk := await next_chunk()) is not None:
                 chunk = tap.feed(chunk)
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             tail = tap.close()
+        elif not stream and (length := _content_length(resp.headers)) is not None:
+            # A sized body: send its last piece with more_body=False (one send, not two).
+            remaining = length
+            while (chunk := await next_chunk()) is not None:
+                remaining -= len(chunk)
+                if remaining <= 0 and await next_chunk() is None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tail = b""
+        else:
+            while (chunk := await next_chunk()) is not None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tail = b""
     except UpstreamError as exc:
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
         log.warning("request %s: provider %s failed mid-%s: %s", ex.request_id, provider.name,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
 
 import httpcore
 
@@ -69,18 +68,17 @@ class Timeouts:
 class UpstreamResponse:
     """Status and headers of an upstream response; the body arrives by iteration."""
 
-    __slots__ = ("_body", "_conn", "_pool", "_response", "complete", "headers", "status")
+    __slots__ = ("_conn", "_pool", "complete", "headers", "status")
 
-    def __init__(self, pool: Pool, conn: Connection, response: httpcore.Response, idle: float | None) -> None:
+    def __init__(self, pool: Pool, conn: Connection, status: int, headers: list[tuple[bytes, bytes]],
+                 idle: float | None) -> None:
         self._pool = pool
-        self._conn = conn
-        self._response = response
-        self.status: int = response.status
-        self.headers: list[tuple[bytes, bytes]] = response.headers
+        self._conn: Connection | None = conn
+        self.status = status
+        self.headers = headers
         self.complete = False
         conn.stream.read_timeout = idle
         conn.stream.timeout_kind = "idle"
-        self._body: Any = response.stream
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -88,21 +86,28 @@ class UpstreamResponse:
                 return value
         return None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def next_chunk(self) -> bytes | None:
+        """The next body bytes as they arrive; None once the body is complete."""
+        assert self._conn is not None
         try:
-            async for chunk in self._body:
-                yield chunk
+            chunk = await self._conn.http.next_chunk()
         except httpcore.TimeoutException as exc:
             raise UpstreamTimeout(str(exc) or "idle") from None
         except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             raise UpstreamBroken(f"the upstream connection broke mid-response: {exc}") from None
-        self.complete = True
+        if chunk is None:
+            self.complete = True
+        return chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.next_chunk()) is not None:
+            yield chunk
 
     async def read(self, limit: int | None = None) -> bytes:
         """Read the whole body (at most ``limit`` bytes; the rest is dropped)."""
         parts: list[bytes] = []
         size = 0
-        async for chunk in self:
+        while (chunk := await self.next_chunk()) is not None:
             if limit is not None and size + len(chunk) > limit:
                 parts.append(chunk[: limit - size])
                 break
@@ -112,14 +117,14 @@ class UpstreamResponse:
 
     async def aclose(self) -> None:
         """Release the connection: back to the pool if the body was read to its end."""
+        self.close()
+
+    def close(self) -> None:
         conn = self._conn
         if conn is None:
             return
-        self._conn = None  # type: ignore[assignment]
-        try:
-            await self._response.aclose()
-        except Exception:
-            conn.stream.close()
+        self._conn = None
+        conn.http.finish()
         self._pool.release(conn)
 
 
@@ -140,7 +145,6 @@ async def send(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.total if timeouts.total is not None else None
-    url = httpcore.URL(scheme=pool.origin.scheme, host=pool.origin.host, port=pool.origin.port, target=target)
     attempts = 2 if isinstance(body, bytes) else 1
     for attempt in range(attempts):
         try:
@@ -153,9 +157,8 @@ async def send(
         stream.read_timeout = timeouts.first_byte
         stream.timeout_kind = "first_byte"
         stream.deadline = deadline
-        request = httpcore.Request(method, url, headers=headers, content=body)
         try:
-            response = await conn.http.handle_async_request(request)
+            status, response_headers = await conn.http.start(method, target, headers, body)
         except httpcore.TimeoutException as exc:
             pool.release(conn)
             raise UpstreamTimeout(str(exc) or "first_byte") from None
@@ -170,6 +173,5 @@ async def send(
         except BaseException:
             pool.release(conn)
             raise
-        return UpstreamResponse(pool, conn, response, timeouts.idle)
+        return UpstreamResponse(pool, conn, status, response_headers, timeouts.idle)
     raise AssertionError("unreachable")  # pragma: no cover
-

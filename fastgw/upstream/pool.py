@@ -25,6 +25,7 @@ from collections import deque
 import httpcore
 
 from fastgw.upstream.backend import AsyncioBackend, AsyncioStream
+from fastgw.upstream.connection import HTTP11Connection
 
 
 class PoolTimeout(Exception):
@@ -32,11 +33,11 @@ class PoolTimeout(Exception):
 
 
 class Connection:
-    """One upstream connection: httpcore's HTTP/1.1 connection over our stream."""
+    """One upstream connection: httpcore's HTTP/1.1 connection over our asyncio stream."""
 
     __slots__ = ("http", "reused", "stream")
 
-    def __init__(self, http: httpcore.AsyncHTTP11Connection, stream: AsyncioStream) -> None:
+    def __init__(self, http: HTTP11Connection, stream: AsyncioStream) -> None:
         self.http = http
         self.stream = stream
         self.reused = False
@@ -124,7 +125,7 @@ class Pool:
         except BaseException:
             self._free_slot()
             raise
-        http = httpcore.AsyncHTTP11Connection(self.origin, stream, keepalive_expiry=self.keepalive_expiry)
+        http = HTTP11Connection(self.origin, stream, keepalive_expiry=self.keepalive_expiry)
         return Connection(http, stream)
 
     def release(self, conn: Connection) -> None:
@@ -156,7 +157,7 @@ class Pool:
         self.size -= 1
 
     async def _discard(self, conn: Connection) -> None:
-        await conn.http.aclose()
+        conn.http.finish()
         self._free_slot()
 
     async def aclose(self) -> None:
