@@ -18,7 +18,8 @@ is absent.  Never copy these files into the repo.
   OpenAPI 3.0's ``nullable: true`` (still used in places by the 3.1 document, e.g.
   ``choices[].logprobs`` and ``usage`` of the chunk schema) is rewritten to
   ``anyOf [schema, null]`` so that real OpenAI payloads (``"logprobs": null``) pass.
-* :func:`validator` -> a cached ``Draft202012Validator`` for such a schema.
+* :func:`validator` -> a cached ``Draft202012Validator`` for such a schema;
+  :func:`response_event_validator` -> the one for a Responses stream event type.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "read",
     "replay_bytes",
     "require",
+    "response_event_validator",
     "response_file",
     "validator",
 ]
@@ -180,3 +182,20 @@ def validator(name: str, spec: str = "chat-embeddings") -> Any:
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(load_spec_schema(name, spec))
+
+
+@cache
+def _event_schemas() -> dict[str, str]:
+    defs = _defs("responses")
+    out: dict[str, str] = {}
+    for ref in defs["ResponseStreamEvent"]["anyOf"]:
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        for kind in defs[name].get("properties", {}).get("type", {}).get("enum", ()):
+            out[kind] = name
+    return out
+
+
+def response_event_validator(event_type: str) -> Any:
+    """The validator of the specific Responses stream event schema for ``event_type``
+    (sharper errors than the ``ResponseStreamEvent`` union)."""
+    return validator(_event_schemas()[event_type], "responses")
