@@ -1,0 +1,20 @@
+"""Pure format translation between OpenAI and other providers (no I/O, no asyncio).
+
+Modules, one concept each:
+
+* :mod:`~fastgw.translate.sse` -- incremental SSE parser and encoders (``DONE``).
+* :mod:`~fastgw.translate.errors` -- :class:`TranslationError` and the OpenAI error envelope.
+* :mod:`~fastgw.translate.chunks` -- OpenAI ``chat.completion(.chunk)`` builders and :class:`Usage`.
+* :mod:`~fastgw.translate.anthropic` (+ ``anthropic_request``) -- Anthropic Messages.
+* :mod:`~fastgw.translate.gemini` (+ ``gemini_request``, ``jsonarray``) -- Google Gemini API.
+* :mod:`~fastgw.translate.responses` (+ ``responses_stream``) -- the Responses API over chat.
+
+The provider modules share one interface: ``build_request``, ``translate_response``,
+``StreamTranslator(model=..., include_usage=...)`` with ``feed`` / ``close`` /
+``finished`` / ``complete`` / ``error`` / ``usage``, and ``translate_error``.
+"""
+
+from .chunks import Usage
+from .errors import TranslationError
+
+__all__ = ["TranslationError", "Usage"]
