@@ -141,6 +141,9 @@ def _validation_message(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     match = _AT.match(text)
     if match is None:
+        top_unknown = re.match(r"Object contains unknown field `(.*)`$", text)
+        if top_unknown:
+            return f"{top_unknown.group(1)}: unknown key"
         return f"config: {text[:1].lower()}{text[1:]}"
     message, path = match.group(1), match.group(2).lstrip(".")
     message = message.replace("`", "")

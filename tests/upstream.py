@@ -87,11 +87,15 @@ class UpstreamServer:
         self._loop.run_forever()
 
     def close(self) -> None:
-        def stop() -> None:
+        async def shutdown() -> None:
             self._server.close()
-            self._loop.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        self._loop.call_soon_threadsafe(stop)
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -107,9 +111,8 @@ class UpstreamServer:
                     if event is h11.NEED_DATA:
                         data = await reader.read(65536)
                         conn.receive_data(data)
-                        if not data and conn.their_state is not h11.DONE:
-                            if request is None:
-                                return
+                        if not data and conn.their_state is not h11.DONE and request is None:
+                            return
                         continue
                     if isinstance(event, h11.Request):
                         request = event
