@@ -445,7 +445,7 @@ class Worker:
             if self.share == 0:
                 self.finished.set_result(None)
             await asyncio.gather(*(self._connect(0.0) for _ in range(self.share)))
-            await asyncio.sleep(max(0.0, self.start - perf()))
+            await _sleep_until(self.start)
             now = perf()
             for c in list(self.idle):
                 if self.can_issue(now):
@@ -454,7 +454,7 @@ class Worker:
             self._check_finished()
         else:
             await asyncio.gather(*(self._connect(0.0) for _ in range(min(8, s.max_conns))))
-            await asyncio.sleep(max(0.0, self.start - perf()))
+            await _sleep_until(self.start)
             per = max(1, s.procs) / s.rate
             t0 = self.start + self.idx / s.rate
             i = 0
@@ -471,8 +471,16 @@ class Worker:
                     break
                 await asyncio.sleep(max(0.0, t_int - perf() - 0.0005))
             self.sched_done = True
-            while self.pending and perf() < self.deadline + s.timeout and not self.stopping:
+            # bounded drain: sends still queued (all connections busy) get up to min(timeout, 5 s)
+            drain_end = self.deadline + min(s.timeout, 5.0)
+            while self.pending and perf() < drain_end and not self.stopping:
                 await asyncio.sleep(0.01)
+            if self.pending:  # never sent: counted, so an overloaded target cannot look clean
+                n = sum(1 for t in self.pending if t >= self.warm_end)
+                if n:
+                    self.res.errors["unsent_backlog"] = self.res.errors.get("unsent_backlog", 0) + n
+                    self.res.statuses[0] = self.res.statuses.get(0, 0) + n
+                self.pending.clear()
             self._check_finished()
         await self.finished
         wd.cancel()
@@ -484,6 +492,12 @@ class Worker:
         if self.progress is not None:
             self.progress[self.idx] = self.res.issued
         return self.res
+
+
+async def _sleep_until(t: float) -> None:
+    # the loop's timers may fire up to a millisecond early: never start before ``t``
+    while (left := t - perf()) > 0:
+        await asyncio.sleep(left if left > 0.002 else 0)
 
 
 def _cpu() -> float:

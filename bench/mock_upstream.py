@@ -207,7 +207,7 @@ def _embedding_inputs(body: bytes) -> int:
 
 
 class MockProtocol(asyncio.Protocol):
-    __slots__ = ("buf", "busy", "close_after", "loop", "mock", "pending", "timer", "transport")
+    __slots__ = ("buf", "busy", "close_after", "eof", "loop", "mock", "pending", "timer", "transport")
 
     def __init__(self, mock: Mock, loop: asyncio.AbstractEventLoop) -> None:
         self.mock = mock
@@ -218,6 +218,7 @@ class MockProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.close_after = False
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -228,6 +229,11 @@ class MockProtocol(asyncio.Protocol):
             self.timer = None
         self.pending.clear()
         self.transport = None
+
+    def eof_received(self) -> bool | None:
+        """Client half-closed: finish what is in flight, then close (True keeps it open)."""
+        self.eof = True
+        return True if self.busy or self.pending else None
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -337,8 +343,11 @@ class MockProtocol(asyncio.Protocol):
             return
         while self.pending and not self.busy and self.transport is not None:
             self._handle(*self.pending.popleft())
-        if self.transport is not None and not self.pending:
-            self.transport.resume_reading()
+        if self.transport is not None and not self.pending and not self.busy:
+            if self.eof:
+                self.transport.close()
+            else:
+                self.transport.resume_reading()
 
 
 def _set_pdeathsig() -> None:
