@@ -233,6 +233,10 @@ class Matrix:
                     finally:
                         if gw is not None:
                             gw.close()
+        return self.result(t0)
+
+    def result(self, t0: float) -> dict[str, Any]:
+        c = self.cfg
         return {
             "meta": {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),

@@ -1,0 +1,61 @@
+"""Two gateway builds side by side on one mock, runs alternating A B A B (for compare-revs)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bench.gateway import GatewayProc, MockProc
+from bench.matrix import Matrix, MatrixConfig, Progress
+from bench.scenarios import PROFILES
+
+
+@dataclass
+class Build:
+    label: str
+    cmd: list[str]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+
+
+def run_ab(a: Build, b: Build, cfg: MatrixConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Benchmark builds ``a`` and ``b`` through the same scenarios; two matrix-shaped results."""
+    ms = [Matrix(replace(cfg, gateway_cmd=x.cmd, gateway_env=x.env, gateway_cwd=x.cwd, label=x.label))
+          for x in (a, b)]
+    progress = Progress(len(cfg.workers) * len(ms[0].scenarios) * cfg.repeats * 2)
+    for m in ms:
+        m.progress = progress
+    t0 = time.time()
+    for w in cfg.workers:
+        for m in ms:
+            m._w = w
+        for profile in ("fast", "paced"):
+            scs = [s for s in ms[0].scenarios if s.profile == profile]
+            if not scs:
+                continue
+            with MockProc(PROFILES[profile], cfg.mock_procs) as mock:
+                gws: list[GatewayProc | None] = []
+                sups: list[dict[str, bool]] = []
+                try:
+                    for m, x in zip(ms, (a, b), strict=True):
+                        progress.note(f"starting {x.label}")
+                        gw, sup = m._start_gateway(mock.port, w)
+                        gws.append(gw)
+                        sups.append(sup)
+                    for sc in scs:
+                        runs: list[list[dict[str, Any]]] = [[], []]
+                        for _ in range(cfg.repeats):
+                            for i, (m, gw) in enumerate(zip(ms, gws, strict=True)):
+                                if gw is None or not gw.alive() or (sc.needs and not sups[i].get(sc.needs)):
+                                    progress.n += 1
+                                    continue
+                                reqs = sc.gateway(f"127.0.0.1:{gw.port}")
+                                runs[i].append(m._run(sc, "gateway", gw.port, reqs, gw.pid))
+                        for m, r in zip(ms, runs, strict=True):
+                            m._entry(sc, "gateway", r, status="ok" if r else "n/a")
+                finally:
+                    for gw in gws:
+                        if gw is not None:
+                            gw.close()
+    return ms[0].result(t0), ms[1].result(t0)
