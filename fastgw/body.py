@@ -32,7 +32,7 @@ class RoutingFields(msgspec.Struct):
 
     model: Any = msgspec.UNSET
     stream: Any = None
-    stream_options: Any = None
+    stream_options: Any = msgspec.UNSET
 
 
 _routing_decoder = msgspec.json.Decoder(RoutingFields)
@@ -41,12 +41,14 @@ _encoder = msgspec.json.Encoder()
 
 
 class Routing:
-    __slots__ = ("include_usage", "model", "stream")
+    __slots__ = ("has_stream_options", "include_usage", "model", "stream")
 
-    def __init__(self, model: str, stream: bool, include_usage: bool) -> None:
+    def __init__(self, model: str, stream: bool, include_usage: bool, has_stream_options: bool = False) -> None:
         self.model = model
         self.stream = stream
         self.include_usage = include_usage
+        # The body has a top-level "stream_options" member (even null).
+        self.has_stream_options = has_stream_options
 
 
 def decode_routing(body: bytes) -> Routing:
@@ -74,7 +76,8 @@ def decode_routing(body: bytes) -> Routing:
         raise bad_request("The 'stream' parameter must be a boolean.", param="stream", code="invalid_type")
     include_usage = False
     options = fields.stream_options
-    if options is not None:
+    present = options is not msgspec.UNSET
+    if present and options is not None:
         if not isinstance(options, dict):
             raise bad_request(
                 "The 'stream_options' parameter must be an object.", param="stream_options", code="invalid_type"
@@ -87,7 +90,7 @@ def decode_routing(body: bytes) -> Routing:
                 code="invalid_type",
             )
         include_usage = bool(value)
-    return Routing(model, stream, include_usage)
+    return Routing(model, stream, include_usage, present)
 
 
 def _short(exc: Exception) -> str:
@@ -145,6 +148,22 @@ def rewrite(
         edit(fields)
         changed = True
     return _encoder.encode(fields) if changed else None
+
+
+def splice_first_member(body: bytes, member: bytes) -> bytes:
+    """Insert ``member`` (``"name":value``) as the first member of the top-level object.
+
+    Only for a body already decoded as an object with at least one member (it has
+    ``model``) that lacks ``name``: the rest of the bytes are untouched, unparsed.
+    """
+    i = body.index(b"{") + 1
+    return body[:i] + member + b"," + body[i:]
+
+
+def inject_include_usage(fields: dict[str, msgspec.Raw]) -> None:
+    from fastgw.usage import inject_include_usage as inject
+
+    inject(fields)
 
 
 ReceiveCallable = Callable[[], Awaitable[dict[str, Any]]]

@@ -54,6 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
 
+    from fastgw.controls import metrics_dir_for_serve
+
+    # Workers are processes: they share metric snapshots through this directory.
+    metrics_dir = metrics_dir_for_serve()
+
     print(f"fastgw {__version__} listening on http://{host}:{port} ({workers} worker{'s' * (workers > 1)})",
           file=sys.stderr, flush=True)
     Granian(
@@ -70,6 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=server.log_level,  # type: ignore[arg-type]
         log_access=False,
     ).serve()
+    import shutil
+
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

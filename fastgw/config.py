@@ -96,6 +96,35 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class UsageConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Ask streaming upstreams for a usage chunk when the client did not, and remove
+    # that chunk before the client sees it.
+    inject_stream_usage: bool = True
+
+
+class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The request log: one record per request, written in batches off the request path."""
+
+    enabled: bool = True
+    # Keep request/response bodies with the record (size-capped, keys redacted).
+    log_bodies: bool = False
+    # Audit log: bodies kept and the admin API shows each entry's conversation thread.
+    audit: bool = False
+    body_cap: int = 16384
+    retention_days: float = 30.0
+    queue_size: int = 10000
+    batch_size: int = 500
+    flush_interval: float = 0.5
+
+
+class PriceOverride(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = []
@@ -105,6 +134,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     auto_providers: bool = True
     # Always offer the built-in mock provider (name "mock").
     mock_provider: bool = True
+    # Keys, usage and the request log live here: sqlite:///path.db or postgresql://...
+    # (default: $FASTGW_STORE_URL, else sqlite:///./fastgw.db).
+    store_url: str | None = None
+    keys_cache_ttl: float = 5.0
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    pricing: dict[str, PriceOverride] = {}
 
 
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -195,6 +231,10 @@ def _check(config: Config) -> None:
         raise ConfigError("server.workers: expected a number >= 1")
     if server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: expected at least 1024")
+    if config.store_url is not None and not config.store_url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError("store_url: expected sqlite:///path or postgresql://...")
+    if config.logging.queue_size < 1 or config.logging.batch_size < 1:
+        raise ConfigError("logging.queue_size: expected a number >= 1")
     for alias, targets in config.aliases.items():
         if isinstance(targets, list) and not targets:
             raise ConfigError(f"aliases.{alias}: expected at least one target")

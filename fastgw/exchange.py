@@ -39,15 +39,28 @@ def new_request_id() -> str:
 
 class Exchange:
     __slots__ = (
+        "body",
+        "error_type",
+        "key",
+        "model",
         "path_taken",
         "provider",
+        "provider_type",
         "receive",
         "request_id",
         "scope",
         "send",
         "started",
         "status",
+        "stream",
+        "t_first",
         "t_start",
+        "tap",
+        "upstream",
+        "upstream_model",
+        "upstream_wait",
+        "usage",
+        "usage_path",
     )
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -58,12 +71,28 @@ class Exchange:
         self.started = False
         self.status = 0
         self.provider = ""
+        self.provider_type = ""
         self.path_taken = ""
         self.t_start = time.perf_counter()
+        self.t_first = 0.0
+        # Seconds spent waiting on the upstream (excluded from the gateway's overhead).
+        self.upstream_wait = 0.0
+        self.upstream: Any = None  # the UpstreamResponse, for its total wait
+        self.key: Any = None  # the virtual key record, when one was used
+        self.model = ""  # what the client asked for
+        self.upstream_model = ""
+        self.stream = False
+        self.tap: Any = None  # the usage tap the relay fed
+        self.usage: Any = None  # usage found by a translator or the mock
+        self.usage_path = ""
+        self.error_type: str | None = None
+        self.body: bytes | None = None  # the request body, kept only for the audit log
 
     def gateway_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers fastgw adds to every answer it relays."""
-        headers = [(b"x-fastgw-request-id", self.request_id.encode())]
+        overhead = time.perf_counter() - self.t_start - self.upstream_wait
+        headers = [(b"x-fastgw-request-id", self.request_id.encode()),
+                   (b"x-fastgw-overhead-ms", f"{overhead * 1000:.3f}".encode())]
         if self.provider:
             headers.append((b"x-fastgw-provider", self.provider.encode()))
         if self.path_taken:

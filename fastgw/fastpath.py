@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable
+from time import perf_counter
 from typing import Protocol
 
 import msgspec
 
+from fastgw import metrics
 from fastgw.errors import GatewayError, envelope, overloaded, sse_error_event, type_for_status
 from fastgw.exchange import Exchange
 from fastgw.providers import Provider
@@ -137,13 +139,26 @@ async def open_upstream(
     target: bytes,
     headers: list[tuple[bytes, bytes]],
     body: bytes | AsyncIterable[bytes],
+    ex: Exchange | None = None,
 ) -> UpstreamResponse:
-    """Send a request; failures before the response become a :class:`GatewayError`."""
+    """Send a request; failures before the response become a :class:`GatewayError`.
+
+    With ``ex``, the exchange learns the response (its upstream wait is left out
+    of the gateway's overhead).
+    """
     assert provider.pool is not None
     try:
-        return await send(provider.pool, method, target, headers, body, provider.timeouts)
+        resp = await send(provider.pool, method, target, headers, body, provider.timeouts)
     except (UpstreamError, PoolTimeout) as exc:
+        metrics.observe_upstream_error(provider.name, "pool_timeout" if isinstance(exc, PoolTimeout)
+                                       else getattr(exc, "kind", "error"))
         raise upstream_failure(exc, provider) from None
+    if ex is not None:
+        ex.upstream = resp
+        ex.upstream_wait = resp.wait
+    if resp.status >= 500 or resp.status == 429:
+        metrics.observe_upstream_error(provider.name, f"status_{resp.status}")
+    return resp
 
 
 class _ErrorShape(msgspec.Struct):
@@ -190,7 +205,7 @@ async def relay(
     """POST ``body`` to ``target`` on ``provider`` and relay the answer to the client."""
     headers = upstream_headers(provider, len(body), client_auth)
     async with watch_client(ex):
-        resp = await open_upstream(provider, b"POST", target, headers, body)
+        resp = await open_upstream(provider, b"POST", target, headers, body, ex)
         try:
             if resp.status >= 400:
                 await relay_error(ex, resp, provider)
@@ -253,37 +268,46 @@ async def relay_body(
     tap: Tap | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """Relay status, headers and body bytes as they arrive."""
+    """Relay status, headers and body bytes as they arrive.
+
+    Each chunk goes to the client as soon as it is read (through ``tap`` when
+    given). A sized, non-streaming body's last piece is sent with
+    ``more_body=False`` (one ASGI send instead of two).
+    """
     out = headers if headers is not None else kept_headers(resp.headers)
-    if tap is not None:
-        # The tap may change the body: the upstream's length no longer holds.
+    if tap is not None and stream:
+        # A stream's tap may withhold bytes: the upstream's length no longer holds.
         out = [h for h in out if h[0] != b"content-length"]
+    ex.upstream = resp
+    ex.upstream_wait = resp.wait
     out += ex.gateway_headers()
     send = ex.send
     await ex.start(resp.status, out)
     next_chunk = resp.next_chunk
+    remaining = -1 if stream else _content_length(resp.headers)
+    if remaining is None:
+        remaining = -1
     try:
-        if tap is not None:
-            while (chunk := await next_chunk()) is not None:
-                chunk = tap.feed(chunk)
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            tail = tap.close()
-        elif not stream and (length := _content_length(resp.headers)) is not None:
-            # A sized body: send its last piece with more_body=False (one send, not two).
-            remaining = length
-            while (chunk := await next_chunk()) is not None:
+        while (chunk := await next_chunk()) is not None:
+            if not ex.t_first:
+                ex.t_first = perf_counter()
+            last = False
+            if remaining > 0:
                 remaining -= len(chunk)
-                if remaining <= 0 and await next_chunk() is None:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                    return
+                last = remaining <= 0 and await next_chunk() is None
+            if tap is not None:
+                chunk = tap.feed(chunk)
+                if last:
+                    chunk += tap.close()
+            if last:
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                return
+            if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            tail = b""
-        else:
-            while (chunk := await next_chunk()) is not None:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            tail = b""
+        tail = tap.close() if tap is not None else b""
     except UpstreamError as exc:
+        metrics.observe_upstream_error(provider.name, exc.kind)
+        ex.error_type = "upstream_error"
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
         log.warning("request %s: provider %s failed mid-%s: %s", ex.request_id, provider.name,
                     "stream" if stream else "response", exc.kind if isinstance(exc, UpstreamTimeout) else exc)

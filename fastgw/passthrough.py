@@ -82,7 +82,7 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
         headers.append((b"transfer-encoding", b"chunked"))
     body = _client_body(ex) if framed else b""
     ex.path_taken = "passthrough"
-    resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body)
+    resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body, ex)
     try:
         out = [(k.lower(), v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP]
         content_type = resp.header(b"content-type") or b""

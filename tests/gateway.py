@@ -37,8 +37,9 @@ class GatewayProcess:
             "FASTGW_MASTER_KEY", "OLLAMA_BASE_URL", "VLLM_BASE_URL", "AZURE_OPENAI_ENDPOINT")}
         base_env.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # The embedded default store is ./fastgw.db: each gateway gets its own directory.
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=base_env,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.dir)
         self.wait_healthy()
 
     @property

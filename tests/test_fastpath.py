@@ -55,16 +55,35 @@ def test_json_bytes_pass_through_untouched(gateway, upstream):
     assert resp.headers["x-fastgw-request-id"].startswith("fgw-")
 
 
+def provider_like_stream(r, n: int = 20, interval: float = 0.0):
+    """Like a real provider: the usage chunk only when the request asked for it."""
+    return sse_reply(sse_events(n, usage=b'"include_usage":true' in r.body), interval=interval)
+
+
 def test_sse_bytes_pass_through_chunk_by_chunk(gateway, upstream):
-    body = sse_events(20, usage=True)
-    upstream.handler = lambda r: sse_reply(body, interval=0.01)
-    resp = post(gateway.url, "/v1/chat/completions",
-                b'{"model":"gpt-4o-mini","stream":true,"messages":[]}')
+    upstream.handler = lambda r: provider_like_stream(r, interval=0.01)
+    request_body = b'{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}'
+    resp = post(gateway.url, "/v1/chat/completions", request_body)
     assert resp.status == 200
     assert resp.headers["content-type"] == "text/event-stream"
-    assert resp.body == body
+    assert resp.body == sse_events(20, usage=True)
+    assert upstream.requests[-1].body == request_body
+    assert resp.headers["x-fastgw-path"] == "fast"
     # Paced upstream chunks arrive as separate reads: nothing was coalesced.
     assert len(resp.chunks) >= 15
+
+
+def test_stream_without_client_usage_gets_exactly_the_provider_stream(gateway, upstream):
+    upstream.handler = lambda r: provider_like_stream(r, interval=0.005)
+    request_body = b'{"model":"gpt-4o-mini", "stream":true,"messages":[{"role":"user","content":"x"}]}'
+    resp = post(gateway.url, "/v1/chat/completions", request_body)
+    assert resp.status == 200
+    # fastgw asked for usage upstream (spliced in front, the rest untouched) ...
+    sent = upstream.requests[-1].body
+    assert sent == b'{"stream_options":{"include_usage":true},' + request_body[1:]
+    # ... and removed the usage chunk: the client sees what the provider would have sent it.
+    assert resp.body == sse_events(20, usage=False)
+    assert resp.headers["x-fastgw-path"] == "fast"
 
 
 def test_qualified_model_rewrites_only_the_model(gateway, upstream):
@@ -199,8 +218,11 @@ def test_conformance_openai_replayed_byte_for_byte(gateway, upstream, fixture_ki
         upstream.handler = lambda r, reply=reply: reply
         api = entry.get("api", "")
         path = {"responses": "/v1/responses", "embeddings": "/v1/embeddings"}.get(api, "/v1/chat/completions")
-        resp = post(gateway.url, path, {"model": "gpt-4o-mini", "stream": fixture_kind == "sse", "input": "x",
-                                        "messages": []})
+        request_body = {"model": "gpt-4o-mini", "stream": fixture_kind == "sse", "input": "x", "messages": []}
+        if fixture_kind == "sse" and path == "/v1/chat/completions":
+            # The recordings were made asking for usage: ask too, and get them byte for byte.
+            request_body["stream_options"] = {"include_usage": True}
+        resp = post(gateway.url, path, request_body)
         assert resp.status == status, entry["id"]
         if status < 400:
             assert resp.body == data, entry["id"]

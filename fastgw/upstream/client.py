@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
+from time import perf_counter
 
 import httpcore
 
@@ -68,7 +69,7 @@ class Timeouts:
 class UpstreamResponse:
     """Status and headers of an upstream response; the body arrives by iteration."""
 
-    __slots__ = ("_conn", "_pool", "complete", "headers", "status")
+    __slots__ = ("_conn", "_pool", "complete", "headers", "status", "wait")
 
     def __init__(self, pool: Pool, conn: Connection, status: int, headers: list[tuple[bytes, bytes]],
                  idle: float | None) -> None:
@@ -77,6 +78,8 @@ class UpstreamResponse:
         self.status = status
         self.headers = headers
         self.complete = False
+        # Seconds spent waiting on the upstream: the exchange up to the headers, then each body read.
+        self.wait = 0.0
         conn.stream.read_timeout = idle
         conn.stream.timeout_kind = "idle"
 
@@ -89,12 +92,15 @@ class UpstreamResponse:
     async def next_chunk(self) -> bytes | None:
         """The next body bytes as they arrive; None once the body is complete."""
         assert self._conn is not None
+        t0 = perf_counter()
         try:
             chunk = await self._conn.http.next_chunk()
         except httpcore.TimeoutException as exc:
             raise UpstreamTimeout(str(exc) or "idle") from None
         except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             raise UpstreamBroken(f"the upstream connection broke mid-response: {exc}") from None
+        finally:
+            self.wait += perf_counter() - t0
         if chunk is None:
             self.complete = True
         return chunk
@@ -157,6 +163,7 @@ async def send(
         stream.read_timeout = timeouts.first_byte
         stream.timeout_kind = "first_byte"
         stream.deadline = deadline
+        t0 = perf_counter()
         try:
             status, response_headers = await conn.http.start(method, target, headers, body)
         except httpcore.TimeoutException as exc:
@@ -173,5 +180,7 @@ async def send(
         except BaseException:
             pool.release(conn)
             raise
-        return UpstreamResponse(pool, conn, status, response_headers, timeouts.idle)
+        resp = UpstreamResponse(pool, conn, status, response_headers, timeouts.idle)
+        resp.wait = perf_counter() - t0
+        return resp
     raise AssertionError("unreachable")  # pragma: no cover
