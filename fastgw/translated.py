@@ -35,6 +35,7 @@ when there is none (an error answered before any body, an unsupported endpoint).
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from types import ModuleType
 from typing import Any
 
@@ -121,7 +122,7 @@ async def _chat(ex: Exchange, provider: Provider, route: Route, request: dict[st
     except TranslationError as exc:
         raise _translation_error(exc) from None
     async with watch_client(ex):
-        resp = await _post(provider, path, headers, payload)
+        resp = await _post(ex, provider, path, headers, payload)
         try:
             if resp.status >= 400:
                 await _relay_error(ex, resp, module)
@@ -141,10 +142,7 @@ async def _chat(ex: Exchange, provider: Provider, route: Route, request: dict[st
 async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: UpstreamResponse, module: ModuleType,
                      responses: dict[str, Any] | None) -> Usage:
     """A non-streaming answer: read it whole, translate, respond once."""
-    try:
-        data = await resp.read(BODY_LIMIT)
-    except UpstreamError as exc:
-        raise upstream_failure(exc, provider) from None
+    data = await _read(ex, provider, resp)
     try:
         out = module.translate_response(data, model=route.model)
         usage = module.usage_of(_upstream_usage(provider.wire, data))
@@ -173,6 +171,8 @@ async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse,
     feed = translator.feed
     try:
         while (chunk := await next_chunk()) is not None:
+            if not ex.t_first:
+                ex.t_first = perf_counter()
             out = feed(chunk)
             if out:
                 if rst is not None:
@@ -232,15 +232,12 @@ async def _embeddings(ex: Exchange, provider: Provider, route: Route, request: d
     except TranslationError as exc:
         raise _translation_error(exc) from None
     async with watch_client(ex):
-        resp = await _post(provider, path, headers, payload)
+        resp = await _post(ex, provider, path, headers, payload)
         try:
             if resp.status >= 400:
                 await _relay_error(ex, resp, gemini)
                 return None
-            try:
-                data = await resp.read(BODY_LIMIT)
-            except UpstreamError as exc:
-                raise upstream_failure(exc, provider) from None
+            data = await _read(ex, provider, resp)
             try:
                 out = gemini.translate_embeddings_response(data, model=route.model, encoding_format=encoding)
                 usage = Usage(prompt_tokens=int((_upstream_usage("gemini", data) or {}).get("promptTokenCount")
@@ -257,7 +254,8 @@ async def _embeddings(ex: Exchange, provider: Provider, route: Route, request: d
 # -- shared --------------------------------------------------------------------------------
 
 
-async def _post(provider: Provider, path: str, headers: dict[str, str], payload: bytes) -> UpstreamResponse:
+async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, str],
+                payload: bytes) -> UpstreamResponse:
     """POST ``payload`` to the provider (``path`` may carry a query, e.g. ``?alt=sse``)."""
     suffix, _, query = path.partition("?")
     out = [
@@ -271,7 +269,19 @@ async def _post(provider: Provider, path: str, headers: dict[str, str], payload:
     out += provider.auth_headers
     if provider.extra_headers:
         out += provider.extra_headers
-    return await open_upstream(provider, b"POST", provider.target(suffix.encode(), query.encode()), out, payload)
+    return await open_upstream(provider, b"POST", provider.target(suffix.encode(), query.encode()), out, payload,
+                               ex)
+
+
+async def _read(ex: Exchange, provider: Provider, resp: UpstreamResponse) -> bytes:
+    """A whole (non-streaming) body; the wait for it is the upstream's, not the gateway's."""
+    try:
+        data = await resp.read(BODY_LIMIT)
+    except UpstreamError as exc:
+        raise upstream_failure(exc, provider) from None
+    ex.t_first = perf_counter()
+    ex.upstream_wait = resp.wait
+    return data
 
 
 async def _relay_error(ex: Exchange, resp: UpstreamResponse, module: ModuleType) -> None:
@@ -280,6 +290,7 @@ async def _relay_error(ex: Exchange, resp: UpstreamResponse, module: ModuleType)
         data = await resp.read(ERROR_BODY_LIMIT)
     except UpstreamError:
         data = b""
+    ex.upstream_wait = resp.wait
     status, body = module.translate_error(resp.status, data)
     await ex.respond(status, body, extra=_kept(resp))
 

@@ -456,3 +456,73 @@ def test_passthrough_reaches_anthropic_natively(tgw, upstream):
 
 def test_gateway_still_answers_plain_requests(tgw):
     assert request(tgw.url, "GET", "/health").status == 200
+
+
+# -- the usage handle() returns (the core accounts with it) -------------------------------
+
+
+def _handle(upstream_url: str, wire: str, body: dict[str, Any], suffix: str = "/chat/completions") -> tuple[Any, bytes]:
+    """Call ``translated.handle`` in-process with a fake ASGI exchange; (its return, the body sent)."""
+    from fastgw import translated
+    from fastgw.body import decode_routing
+    from fastgw.config import ProviderConfig
+    from fastgw.exchange import Exchange
+    from fastgw.providers import Provider
+    from fastgw.routing import Route
+    from fastgw.upstream.backend import AsyncioBackend
+
+    async def run() -> tuple[Any, bytes]:
+        model = CLAUDE if wire == "anthropic" else GEMINI
+        provider = Provider(ProviderConfig(name=wire, type=wire, base_url=upstream_url, api_key="k",  # type: ignore[arg-type]
+                                           models=[model]), AsyncioBackend())
+        sent: list[bytes] = []
+        never = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await never.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message.get("body", b""))
+
+        raw = json.dumps({"model": model, **body}).encode()
+        ex = Exchange({"type": "http", "headers": [], "path": "/v1" + suffix, "method": "POST"}, receive, send)
+        try:
+            usage = await translated.handle(ex, provider, Route(model, provider, model), suffix, raw,
+                                            decode_routing(raw))
+        finally:
+            assert provider.pool is not None
+            await provider.pool.aclose()
+        return usage, b"".join(sent)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_handle_returns_usage(upstream, stream):
+    from fastgw.translate import Usage
+
+    usage_a = {"input_tokens": 5, "cache_read_input_tokens": 2, "cache_creation_input_tokens": 0}
+    if stream:
+        upstream.handler = lambda r: sse_stream(anthropic_sse([("text", "hi")], input_usage=usage_a, output_tokens=4))
+    else:
+        upstream.handler = lambda r: json_reply(anthropic_json([("text", "hi")], usage=dict(usage_a, output_tokens=4)))
+    usage, sent = _handle(upstream.url, "anthropic", {"messages": HI, "stream": stream})
+    assert isinstance(usage, Usage)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.total_tokens) == (7, 4, 2, 11)
+    assert b"hi" in sent
+    if stream:
+        upstream.handler = lambda r: sse_stream(gemini_sse([("text", "yo")], thoughts_tokens=3))
+    else:
+        upstream.handler = lambda r: json_reply(gemini_json([("text", "yo")], thoughts_tokens=3))
+    usage, _ = _handle(upstream.url, "gemini", {"messages": HI, "stream": stream})
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens) == (10, 8, 3)
+    # Responses over chat: the same account.
+    usage, _ = _handle(upstream.url, "gemini", {"input": "x", "stream": stream}, "/responses")
+    assert (usage.prompt_tokens, usage.completion_tokens) == (10, 8)
+
+
+def test_handle_returns_none_on_provider_error(upstream):
+    upstream.handler = lambda r: json_reply(anthropic_error("api_error", "boom"), status=500)
+    usage, sent = _handle(upstream.url, "anthropic", {"messages": HI})
+    assert usage is None and b"boom" in sent
