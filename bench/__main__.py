@@ -1,4 +1,5 @@
 """``python -m bench``: the scenario matrix; ``python -m bench compare A.json B.json``;
+``python -m bench report RESULT.json``: re-render a result (table, chart);
 ``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def _ints(s: str) -> list[int]:
 
 def matrix_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="fastgw benchmark matrix: direct-to-mock vs "
-                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | ceiling")
+                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | report R.json | ceiling")
     p.add_argument("--quick", action="store_true", help="smoke preset: short runs, one repeat, c=16")
     p.add_argument("--concurrency", type=_ints, default=None, help="comma list (default 1,64)")
     p.add_argument("--workers", type=_ints, default=None, help="gateway worker counts, comma list (default 1)")
@@ -102,10 +103,26 @@ def run_ceiling(argv: list[str]) -> int:
     return 0
 
 
+def run_report(argv: list[str]) -> int:
+    from bench.report import chart, render_text
+
+    p = argparse.ArgumentParser(prog="python -m bench report", description="re-render a result JSON "
+                                "(table on stdout, PNG chart next to it)")
+    p.add_argument("result", type=Path)
+    a = p.parse_args(argv)
+    result = json.loads(a.result.read_text())
+    print(render_text(result))
+    png = a.result.with_suffix(".png")
+    print(f"chart: {png}" if chart(result, png) else "note: matplotlib is not installed; chart skipped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "compare":
         return run_compare(argv[1:])
+    if argv and argv[0] == "report":
+        return run_report(argv[1:])
     if argv and argv[0] == "ceiling":
         return run_ceiling(argv[1:])
     return run_matrix(argv)
