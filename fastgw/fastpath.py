@@ -219,19 +219,25 @@ class watch_client:
     """Cancel the exchange when the client disconnects, and swallow that cancellation.
 
     The body was read already, so the next ASGI message can only be
-    ``http.disconnect``: a task waits for it. When it comes, the exchange's task
-    is cancelled, which closes the upstream response (and its connection) at
-    once, even while the upstream is silent.
+    ``http.disconnect``. Most exchanges end within moments, so the watcher task
+    is only started when one lasts longer than ``WATCH_AFTER`` seconds (a timer
+    costs far less than a task per request). Once started, a disconnect cancels
+    the exchange's task, which closes the upstream response (and its
+    connection) at once, even while the upstream is silent.
     """
 
-    __slots__ = ("_ex", "_gone", "_task", "_watcher")
+    __slots__ = ("_ex", "_gone", "_handle", "_task", "_watcher")
 
     def __init__(self, ex: Exchange) -> None:
         self._ex = ex
         self._gone = False
+        self._watcher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
+        self._handle = _loop().call_later(WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
         self._watcher = _loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -244,7 +250,9 @@ class watch_client:
                 return
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        self._watcher.cancel()
+        self._handle.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._gone and exc_type is asyncio.CancelledError:
             assert self._task is not None
             self._task.uncancel()
@@ -252,6 +260,7 @@ class watch_client:
         return False
 
 
+WATCH_AFTER = 0.2
 _loop = asyncio.get_running_loop
 
 
