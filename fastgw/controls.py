@@ -26,7 +26,7 @@ import msgspec
 
 from fastgw import metrics
 from fastgw.config import Config
-from fastgw.errors import GatewayError
+from fastgw.errors import GatewayError, type_for_status
 from fastgw.exchange import Exchange
 from fastgw.keys import KEY_PREFIX, KeyManager, KeyRecord
 from fastgw.pricing import Pricing
@@ -261,7 +261,8 @@ class Controls:
             path=ex.path_taken or None,
             stream=ex.stream,
             status=status,
-            error_type=ex.error_type,
+            # An upstream 4xx/5xx is relayed as is (no GatewayError): type it by its status.
+            error_type=ex.error_type or (type_for_status(status) if status >= 400 else None),
             ttfb_ms=ttfb * 1000 if ttfb is not None else None,
             total_ms=total * 1000,
             prompt_tokens=prompt,
