@@ -314,6 +314,9 @@ class KeyManager:
                 "This API key has exceeded its budget for the current period.",
                 type="insufficient_quota",
                 code="insufficient_quota",
+                # Retrying cannot help until the budget is raised or the period ends; the
+                # OpenAI SDKs honour this and do not retry the 429.
+                headers=[(b"x-should-retry", b"false")],
             )
         return rec
 
