@@ -251,7 +251,12 @@ class Gateway:
         ex.upstream_model = route.upstream_model
         controls = self.controls
         if token is not None:
-            ex.key = await controls.check_key(token, routing.model, f"{provider.name}/{route.upstream_model}")
+            try:
+                ex.key = await controls.check_key(token, routing.model, f"{provider.name}/{route.upstream_model}")
+            except GatewayError:
+                # Refused (model, budget, expiry): still attribute the record to the key.
+                ex.key = controls.keys.lookup_cached(token) if controls.keys is not None else None
+                raise
         if controls.capture_bodies:
             ex.body = body
         if stream:

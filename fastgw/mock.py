@@ -24,6 +24,7 @@ import msgspec
 
 from fastgw.config import MockOptions
 from fastgw.exchange import Exchange
+from fastgw.usage import Usage
 
 _WORDS = ["This", "is", "fastgw's", "built-in", "mock", "model", "answering", "in", "the", "OpenAI", "wire", "format", "so", "you", "can", "see", "the", "gateway", "work", "before", "configuring", "a", "real", "provider.", "Point", "your", "base", "URL", "here", "and", "set", "a", "provider", "key", "to", "route", "real", "traffic."]
 
@@ -70,6 +71,7 @@ async def serve(ex: Exchange, opts: MockOptions, endpoint: str, model: str, body
     n = max(1, min(opts.words, limit) if limit else opts.words)
     words = _text(n)
     prompt = max(1, len(body) // 4)
+    ex.usage = Usage(prompt_tokens=prompt, completion_tokens=n, total_tokens=prompt + n)
     if opts.ttfb_ms:
         await asyncio.sleep(opts.ttfb_ms / 1000)
     rid = ex.request_id[4:]

@@ -377,8 +377,6 @@ def test_responses_stream_usage_is_logged_and_bytes_untouched(gw, up):
     assert e["cost_usd"] == pytest.approx(cost(7, 4))
 
 
-@pytest.mark.xfail(strict=True, reason="fastgw/mock.py never sets ex.usage: mock answers carry usage, "
-                   "the request log and metrics record none (usage path 'mock_missing')")
 def test_mock_usage_is_logged(gw, up):
     resp = chat(gw, model="mock-gpt")
     assert resp.status == 200
