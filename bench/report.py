@@ -165,17 +165,18 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     labels = [f"{d['scenario']}\nc={d['concurrency']} w={d['workers']}" for d, _ in ps]
     x = list(range(len(ps)))
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(8, len(ps) * 1.1), 9))
-    a1.bar([i - 0.2 for i in x], [d["rps"] for d, _ in ps], 0.4, label="direct to mock")
-    a1.bar([i + 0.2 for i in x], [g["rps"] if g and "rps" in g else 0 for _, g in ps], 0.4, label="through fastgw")
+    a1.bar([i - 0.2 for i in x], [d["rps"] for d, _ in ps], 0.4, color="tab:blue", label="direct to mock")
+    a1.bar([i + 0.2 for i in x], [g["rps"] if g and "rps" in g else 0 for _, g in ps], 0.4, color="tab:orange",
+           label="through fastgw")
     a1.set_ylabel("req/s")
     a1.set_yscale("log")
     a1.legend()
     a1.set_xticks(x, labels, fontsize=7)
-    for side, off, key in (("direct", -0.2, 0), ("fastgw", 0.2, 1)):
+    for side, off, key, color in (("direct", -0.2, 0, "tab:blue"), ("fastgw", 0.2, 1, "tab:orange")):
         p50 = [((p[key] or {}).get("ttfb_us", {}).get("p50", 0)) / 1000 for p in ps]
         p99 = [((p[key] or {}).get("ttfb_us", {}).get("p99", 0)) / 1000 for p in ps]
-        a2.bar([i + off for i in x], p99, 0.4, alpha=0.35, label=f"{side} TTFB p99")
-        a2.bar([i + off for i in x], p50, 0.4, label=f"{side} TTFB p50")
+        a2.bar([i + off for i in x], p99, 0.4, color=color, alpha=0.35, label=f"{side} TTFB p99")
+        a2.bar([i + off for i in x], p50, 0.4, color=color, label=f"{side} TTFB p50")
     a2.set_ylabel("TTFB ms")
     a2.set_yscale("log")
     a2.legend(fontsize=7)

@@ -221,7 +221,7 @@ def test_pacing_knobs(port: int) -> None:
     st, _, body = call(port, raw)
     took = time.perf_counter() - t
     assert st == 200 and len([e for e in sse(body) if '"content":"' in e[1]]) == 5  # role + 4
-    assert 0.14 <= took < 1.0  # 80 ms + 3 x 20 ms
+    assert 0.13 <= took < 1.0  # 80 ms + 3 x 20 ms (loop timers may fire ~1 ms early)
 
 
 def test_official_sdks_parse_the_mock(port: int) -> None:
