@@ -35,6 +35,7 @@ Which path ran is reported by :func:`plan_stream_usage`'s return value
 
 from __future__ import annotations
 
+import re
 from collections import deque
 
 import msgspec
@@ -279,6 +280,10 @@ class _Tail:
         return b"".join(self.chunks)
 
 
+_EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
 class StreamUsageTap:
     """Usage tap for an OpenAI chat-completions SSE stream. See the module docstring."""
 
@@ -299,6 +304,11 @@ class StreamUsageTap:
             return chunk
         self._tail.add(chunk)
         if not self.strip:
+            return chunk
+        if (not self._passing and not self._held and chunk.endswith(_EVENT_ENDS)
+                and _USAGE_OBJECT.search(chunk) is None):
+            # Whole events only, none carrying a usage object: nothing here can be the
+            # usage-only event (one C-speed scan, the common case of every chunk but the last).
             return chunk
         if not self._cr and b"\r" in chunk:
             self._cr = True
