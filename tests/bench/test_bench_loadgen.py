@@ -32,7 +32,7 @@ def test_closed_loop_counts_streams(port: int) -> None:
     assert r.issued == 300 and r.recorded == 300 and r.statuses == {200: 300} and r.errors == {}
     assert r.events == 300 * 23  # role + 20 content + finish + [DONE]
     assert 0 < r.ttfb.percentile(50) <= r.total.percentile(50) and r.total.max < 2_000_000
-    assert r.rps > 0 and r.cpu_us_per_req >= 0  # CPU clock ticks are 10 ms: a short run may read 0
+    assert r.rps > 0 and r.cpu_us_per_req > 0
     s = r.summary()
     assert set(s["ttfb_us"]) >= {"p50", "p90", "p99", "p99.9"}
 
