@@ -167,10 +167,11 @@ class GatewayProc:
         self.workers = workers
         self.cmd = cmd or default_gateway_cmd()
         self.env = env
-        self.cwd = cwd
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmp = tempfile.TemporaryDirectory(prefix="fastgw-bench-")
+        # The default store (./fastgw.db) and anything else the gateway writes stay out of the checkout.
+        self.cwd = cwd or self.tmp.name
         self.log_path = Path(self.tmp.name) / "gateway.log"
         self.cold_start_s: float | None = None
 
