@@ -201,6 +201,20 @@ def _event_end(data: bytes, pos: int, cr: bool) -> int:
     return end
 
 
+def _event_start(data: bytes, pos: int, k: int, cr: bool) -> int:
+    """Start of the event holding index ``k`` (just past the last blank line in ``data[pos:k]``)."""
+    best = pos
+    i = data.rfind(b"\n\n", pos, k)
+    if i >= 0:
+        best = i + 2
+    if cr:
+        for pat in (b"\r\n\r\n", b"\r\r"):
+            j = data.rfind(pat, pos, k)
+            if j >= 0 and j + len(pat) > best:
+                best = j + len(pat)
+    return best
+
+
 def _payload(event: bytes) -> bytes:
     """The event's data: the ``data:`` lines joined with newlines (SSE rules)."""
     parts = []
@@ -333,6 +347,11 @@ class StreamUsageTap:
         pos = seg = 0
         n = len(data)
         while pos < n:
+            # Only an event holding a usage object can be the one to drop: jump to it.
+            m = _USAGE_OBJECT.search(data, pos)
+            pos = _event_start(data, pos, m.start() if m is not None else n, self._cr)
+            if pos >= n:
+                break
             end = _event_end(data, pos, self._cr)
             if end < 0:
                 break

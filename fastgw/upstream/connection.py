@@ -10,7 +10,8 @@ machine, same state and expiry bookkeeping, so the pool's ``is_available`` /
 * no trace hooks (they cost an async context manager per step);
 * the request head and a bytes body leave in one write (one syscall, not three);
 * the body is read by :meth:`next_chunk`, a plain coroutine, instead of three
-  nested async generators.
+  nested async generators, and everything one socket read brought is handed
+  on in one piece (one ASGI send, not one per HTTP chunk).
 
 A response not read to its end (``EndOfMessage``) leaves the connection closed
 by :meth:`finish`, never reused.
@@ -40,6 +41,8 @@ _CLOSED = HTTPConnectionState.CLOSED
 
 class HTTP11Connection(httpcore.AsyncHTTP11Connection):
     _network_stream: AsyncioStream
+    # The last next_chunk() also consumed the body's end: the next call returns None.
+    _body_done = False
 
     async def start(
         self,
@@ -57,6 +60,7 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
         if self._state is not _IDLE and self._state is not _NEW:
             raise httpcore.ConnectionNotAvailable()
         self._request_count += 1
+        self._body_done = False
         self._state = _ACTIVE
         self._expire_at = None
         h = self._h11_state
@@ -100,22 +104,43 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
             h.receive_data(data)
 
     async def next_chunk(self) -> bytes | None:
-        """The next piece of the response body as it arrives; None at its end."""
+        """The body bytes that have arrived, as soon as any have; None at the body's end.
+
+        It waits only while nothing is there. What one socket read brought (for
+        example several SSE events the upstream wrote together) is returned at
+        once, in order: nothing is held back for later bytes, and nothing that
+        arrived is kept waiting.
+        """
         h = self._h11_state
-        while True:
-            try:
+        if self._body_done:
+            self._body_done = False
+            return None
+        try:
+            while True:
                 event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise httpcore.RemoteProtocolError(str(exc)) from None
-            if event is _NEED_DATA:
-                data = await self._network_stream.read(READ_SIZE)
-                h.receive_data(data)
-                continue
-            kind = type(event)
-            if kind is _Data:
-                return event.data  # type: ignore[union-attr,return-value]
-            if kind is _EndOfMessage or event is _PAUSED:
-                return None
+                if event is _NEED_DATA:
+                    h.receive_data(await self._network_stream.read(READ_SIZE))
+                    continue
+                if type(event) is not _Data:
+                    return None  # EndOfMessage (or PAUSED after it)
+                data: bytes = event.data  # type: ignore[union-attr]
+                parts: list[bytes] | None = None
+                while True:
+                    try:
+                        event = h.next_event()
+                    except h11.RemoteProtocolError:
+                        break  # hand on what arrived; the error is raised by the next call
+                    if event is _NEED_DATA:
+                        break
+                    if type(event) is not _Data:
+                        self._body_done = True
+                        break
+                    if parts is None:
+                        parts = [data]
+                    parts.append(event.data)  # type: ignore[union-attr]
+                return data if parts is None else b"".join(parts)
+        except h11.RemoteProtocolError as exc:
+            raise httpcore.RemoteProtocolError(str(exc)) from None
 
     def finish(self) -> None:
         """The response is done with: idle for reuse if both sides completed, else closed."""
