@@ -74,7 +74,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_key: str | None = None
     headers: dict[str, str] = {}
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
-    max_connections: int = 256
+    max_connections: int = 1024
     pool_timeout: float = 10.0
     keepalive_expiry: float = 60.0
     models: list[str] = []
