@@ -21,6 +21,7 @@ import asyncio
 import socket
 import ssl
 import typing
+from collections import deque
 
 import certifi
 import httpcore
@@ -36,15 +37,20 @@ def default_ssl_context() -> ssl.SSLContext:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("buffer", "closed", "drain_waiter", "eof", "error", "paused", "read_waiter", "transport")
+    """Collects received bytes (as the objects the loop gave, no copying) and wakes the reader."""
+
+    __slots__ = ("chunks", "closed", "drain_waiter", "eof", "error", "paused", "read_paused", "read_waiter",
+                 "size", "transport")
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
         self.eof = False
         self.error: BaseException | None = None
         self.read_waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
         self.paused = False
+        self.read_paused = False
         self.closed = False
         self.transport: asyncio.Transport | None = None
 
@@ -52,11 +58,13 @@ class _Protocol(asyncio.Protocol):
         self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        self.chunks.append(data)
+        self.size += len(data)
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(self.buffer) > _HIGH_WATER and self.transport is not None:
+        if self.size > _HIGH_WATER and self.transport is not None and not self.read_paused:
+            self.read_paused = True
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -95,9 +103,16 @@ def _expire(fut: asyncio.Future[None]) -> None:
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
-    """One TCP (or TLS) connection, read and written through an asyncio Protocol."""
+    """One TCP (or TLS) connection, read and written through an asyncio Protocol.
 
-    __slots__ = ("_loop", "_protocol", "_transport", "deadline", "read_timeout", "timeout_kind")
+    Read timeouts cost no timer per read: each wait records its deadline, and a
+    single timer per stream, armed for the earliest deadline it must watch,
+    checks on firing whether the current wait is past its deadline (and re-arms
+    for a later one otherwise).
+    """
+
+    __slots__ = ("_kind", "_loop", "_protocol", "_timer", "_timer_when", "_transport", "_wait_deadline",
+                 "deadline", "read_timeout", "timeout_kind")
 
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
@@ -106,20 +121,34 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self.read_timeout: float | None = None
         self.deadline: float | None = None
         self.timeout_kind = "read"
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._wait_deadline = 0.0
+        self._kind = "read"
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         proto = self._protocol
-        if not proto.buffer and not proto.eof:
+        if not proto.size and not proto.eof:
             await self._wait_readable(timeout)
-        buf = proto.buffer
-        if buf:
-            if len(buf) <= max_bytes:
-                data = bytes(buf)
-                buf.clear()
+        chunks = proto.chunks
+        if chunks:
+            if len(chunks) == 1 and proto.size <= max_bytes:
+                data = chunks.popleft()
             else:
-                data = bytes(buf[:max_bytes])
-                del buf[:max_bytes]
-            if proto.transport is not None and len(buf) < _HIGH_WATER and not proto.closed:
+                parts = []
+                size = 0
+                while chunks and size + len(chunks[0]) <= max_bytes:
+                    part = chunks.popleft()
+                    parts.append(part)
+                    size += len(part)
+                if not parts:  # one chunk larger than max_bytes: split it
+                    head = chunks[0]
+                    parts.append(head[:max_bytes])
+                    chunks[0] = head[max_bytes:]
+                data = b"".join(parts)
+            proto.size -= len(data)
+            if proto.read_paused and proto.size < _HIGH_WATER and not proto.closed and proto.transport is not None:
+                proto.read_paused = False
                 proto.transport.resume_reading()
             return data
         if proto.error is not None:
@@ -128,26 +157,47 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def _wait_readable(self, timeout: float | None) -> None:
         proto = self._protocol
+        loop = self._loop
         limit = self.read_timeout if self.read_timeout is not None else timeout
         kind = self.timeout_kind
         if self.deadline is not None:
-            remaining = self.deadline - self._loop.time()
+            remaining = self.deadline - loop.time()
             if limit is None or remaining < limit:
                 limit = remaining
                 kind = "total"
             if limit <= 0:
                 raise httpcore.ReadTimeout(kind)
-        fut: asyncio.Future[None] = self._loop.create_future()
+        fut: asyncio.Future[None] = loop.create_future()
         proto.read_waiter = fut
-        handle = self._loop.call_later(limit, _expire, fut) if limit is not None else None
+        if limit is not None:
+            deadline = loop.time() + limit
+            self._wait_deadline = deadline
+            self._kind = kind
+            if self._timer is None or self._timer_when > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
+                self._timer_when = deadline
+        else:
+            self._wait_deadline = 0.0
         try:
             await fut
         except TimeoutError:
             raise httpcore.ReadTimeout(kind) from None
         finally:
             proto.read_waiter = None
-            if handle is not None:
-                handle.cancel()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._protocol.read_waiter
+        deadline = self._wait_deadline
+        if waiter is None or waiter.done() or not deadline:
+            return  # not waiting (or without a limit): the next wait arms a timer again
+        if self._loop.time() >= deadline - 0.001:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_when = deadline
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
@@ -173,6 +223,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self.close()
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._transport.is_closing():
             self._transport.close()
 
@@ -193,7 +246,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> typing.Any:
         if info == "is_readable":
             # An idle keep-alive connection that became readable was closed by the server.
-            return bool(self._protocol.buffer) or self._protocol.eof
+            return bool(self._protocol.size) or self._protocol.eof
         if info == "ssl_object":
             return self._transport.get_extra_info("ssl_object")
         if info == "client_addr":
