@@ -26,6 +26,7 @@ from time import perf_counter
 from typing import Protocol
 
 import msgspec
+from h11._headers import Headers
 
 from fastgw import metrics
 from fastgw.errors import GatewayError, envelope, overloaded, sse_error_event, type_for_status
@@ -39,6 +40,7 @@ from fastgw.upstream.client import (
     UpstreamUnreachable,
     send,
 )
+from fastgw.upstream.connection import with_content_length
 from fastgw.upstream.pool import PoolTimeout
 
 log = logging.getLogger("fastgw.fastpath")
@@ -97,20 +99,19 @@ def kept_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     return out
 
 
-def upstream_headers(provider: Provider, body_length: int, client_auth: bytes | None) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b"host", provider.host_header),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(body_length).encode()),
-        (b"accept-encoding", b"identity"),
-    ]
+def upstream_headers(provider: Provider, body_length: int, client_auth: bytes | None) -> list[tuple[bytes, bytes]] | Headers:
+    """The request headers for a JSON POST to ``provider``."""
     if provider.forward_client_key and client_auth:
-        headers.append((b"authorization", client_auth))
-    else:
-        headers += provider.auth_headers
-    if provider.extra_headers:
-        headers += provider.extra_headers
-    return headers
+        headers = [
+            (b"host", provider.host_header),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(body_length).encode()),
+            (b"accept-encoding", b"identity"),
+            (b"authorization", client_auth),
+        ]
+        return headers + provider.extra_headers
+    # The provider's fixed headers were validated once; only the length is new.
+    return with_content_length(provider.json_request_headers, body_length)
 
 
 def upstream_failure(exc: BaseException, provider: Provider) -> GatewayError:
@@ -137,7 +138,7 @@ async def open_upstream(
     provider: Provider,
     method: bytes,
     target: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]] | Headers,
     body: bytes | AsyncIterable[bytes],
     ex: Exchange | None = None,
 ) -> UpstreamResponse:

@@ -22,6 +22,7 @@ import httpcore
 from fastgw.config import Config, ProviderConfig
 from fastgw.upstream.backend import AsyncioBackend
 from fastgw.upstream.client import Timeouts
+from fastgw.upstream.connection import HeaderItems, prevalidate
 from fastgw.upstream.pool import Pool
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -119,6 +120,7 @@ class Provider:
         if self.wire == "mock":
             self.auth_headers: list[tuple[bytes, bytes]] = []
             self.extra_headers: list[tuple[bytes, bytes]] = []
+            self.json_request_headers: HeaderItems = []
             return
         base_url = cfg.base_url or DEFAULT_BASE_URLS[cfg.type]
         parts = urlsplit(base_url)
@@ -140,6 +142,17 @@ class Provider:
         )
         self.auth_headers = auth_headers(cfg)
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in cfg.headers.items()]
+        try:
+            # The fixed headers of every JSON request, checked by h11 once.
+            self.json_request_headers = prevalidate([
+                (b"host", self.host_header),
+                (b"content-type", b"application/json"),
+                (b"accept-encoding", b"identity"),
+                *self.auth_headers,
+                *self.extra_headers,
+            ])
+        except ValueError as exc:
+            raise ValueError(f"provider {cfg.name}: {exc}") from None
 
     def serves(self, model: str) -> bool:
         """Whether this provider lists ``model`` (exactly or by a glob pattern)."""

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -572,25 +573,32 @@ def test_no_master_key_disables_admin_and_multi_worker_metrics_add_up(upstream):
         resp = post(g.url, "/v1/chat/completions", raw)
         assert resp.status == 200 and resp.body == sse_events(5, usage=False)
         assert upstream.requests[-1].body == raw
-        # Fresh connections until both workers served some (each has its own request-id prefix).
+        # Concurrent fresh connections until both workers served some (each has its own
+        # request-id prefix); bounded.
         served: dict[str, int] = {}
         n = 1  # the stream above
-        while n < 60 and (n < 12 or len(served) < 2):
-            resp = post(g.url, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": []})
-            assert resp.status == 200
-            prefix = resp.headers["x-fastgw-request-id"][:-8]
-            served[prefix] = served.get(prefix, 0) + 1
-            n += 1
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(40):
+                for resp in pool.map(lambda _: post(g.url, "/v1/chat/completions",
+                                                    {"model": "gpt-4o-mini", "messages": []}), range(8)):
+                    assert resp.status == 200
+                    prefix = resp.headers["x-fastgw-request-id"][:-8]
+                    served[prefix] = served.get(prefix, 0) + 1
+                    n += 1
+                if len(served) == 2:
+                    break
         assert len(served) == 2, served
         time.sleep(1.5)  # every worker wrote a snapshot
         totals = []
         scraped: set[str] = set()
-        for _ in range(20):
-            m = scrape(g.url, scraped)
-            totals.append((metric(m, "fastgw_requests_total"), metric(m, "fastgw_usage_path_total", path="none"),
-                           metric(m, "fastgw_usage_path_total", path="body")))
-            if len(totals) >= 4 and len(scraped) == 2:
-                break
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(25):
+                for m in pool.map(lambda _: scrape(g.url, scraped), range(4)):
+                    totals.append((metric(m, "fastgw_requests_total"),
+                                   metric(m, "fastgw_usage_path_total", path="none"),
+                                   metric(m, "fastgw_usage_path_total", path="body")))
+                if len(scraped) == 2:
+                    break
         assert all(t == (n, 1, n - 1) for t in totals), (n, totals)
         assert scraped == set(served)  # both workers answered scrapes with the same totals
         assert len(g.worker_pids()) == 2
@@ -631,24 +639,23 @@ def test_revoke_with_two_workers_reaches_both_within_the_cache_ttl(upstream):
     g = GatewayProcess(basic_config(upstream.url, f"master_key: {MASTER}\nkeys_cache_ttl: 0.5\n"), workers=2)
     try:
         key = create_key(g, name="two-workers")
-        # Warm both workers' caches.
-        seen: set[str] = set()
-        for _ in range(40):
-            resp = chat(g, key["key"])
-            assert resp.status == 200
-            seen.add(resp.headers["x-fastgw-request-id"][:-8])
-            if len(seen) == 2:
-                break
+
+        def answered_by(expect: int, rounds: int = 30) -> set[str]:
+            # Concurrent requests so that both workers' accept loops get some (bounded).
+            workers: set[str] = set()
+            with ThreadPoolExecutor(8) as pool:
+                for _ in range(rounds):
+                    for resp in pool.map(lambda _: chat(g, key["key"]), range(8)):
+                        assert resp.status == expect, resp.body
+                        workers.add(resp.headers["x-fastgw-request-id"][:-8])
+                    if len(workers) == 2:
+                        break
+            return workers
+
+        seen = answered_by(200)  # warms both workers' caches
         assert len(seen) == 2
         assert admin(g, "DELETE", f"/admin/keys/{key['id']}").status == 200
         time.sleep(0.5 + 0.3)
-        rejected_by: set[str] = set()
-        for _ in range(40):  # until both workers answered
-            resp = chat(g, key["key"])
-            assert resp.status == 401, resp.body
-            rejected_by.add(resp.headers["x-fastgw-request-id"][:-8])
-            if rejected_by == seen:
-                break
-        assert rejected_by == seen
+        assert answered_by(401) == seen
     finally:
         g.stop()

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from time import perf_counter
 
 import httpcore
+from h11._headers import Headers
 
 from fastgw.upstream.pool import Connection, Pool
 
@@ -138,7 +139,7 @@ async def send(
     pool: Pool,
     method: bytes,
     target: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]] | Headers,
     body: bytes | AsyncIterable[bytes],
     timeouts: Timeouts,
 ) -> UpstreamResponse:

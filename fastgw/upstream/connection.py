@@ -9,6 +9,8 @@ machine, same state and expiry bookkeeping, so the pool's ``is_available`` /
   nothing here;
 * no trace hooks (they cost an async context manager per step);
 * the request head and a bytes body leave in one write (one syscall, not three);
+* a provider's fixed headers are validated by h11 once (:func:`prevalidate`),
+  not on every request;
 * the body is read by :meth:`next_chunk`, a plain coroutine, instead of three
   nested async generators, and everything one socket read brought is handed
   on in one piece (one ASGI send, not one per HTTP chunk).
@@ -24,6 +26,7 @@ from collections.abc import AsyncIterable
 
 import h11
 import httpcore
+from h11._headers import Headers, normalize_and_validate
 from httpcore._async.http11 import HTTPConnectionState
 
 from fastgw.upstream.backend import AsyncioStream
@@ -39,6 +42,30 @@ _ACTIVE = HTTPConnectionState.ACTIVE
 _CLOSED = HTTPConnectionState.CLOSED
 
 
+HeaderItems = list[tuple[bytes, bytes, bytes]]
+
+
+def prevalidate(headers: list[tuple[bytes, bytes]]) -> HeaderItems:
+    """Headers checked and normalised by h11 once (e.g. a provider's fixed headers).
+
+    Raises ``ValueError`` naming the bad header (never its value: it may be a key).
+    """
+    try:
+        return list(normalize_and_validate(headers)._full_items)
+    except h11.LocalProtocolError:
+        for name, value in headers:
+            try:
+                normalize_and_validate([(name, value)])
+            except h11.LocalProtocolError:
+                raise ValueError(f"header {name.decode('latin-1')!r} has an illegal name or value") from None
+        raise
+
+
+def with_content_length(items: HeaderItems, length: int) -> Headers:
+    """Prevalidated headers plus a Content-Length: h11 takes them without re-checking."""
+    return Headers([*items, (b"content-length", b"content-length", str(length).encode())])
+
+
 class HTTP11Connection(httpcore.AsyncHTTP11Connection):
     _network_stream: AsyncioStream
     # The last next_chunk() also consumed the body's end: the next call returns None.
@@ -48,10 +75,13 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
         self,
         method: bytes,
         target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | Headers,
         body: bytes | AsyncIterable[bytes],
     ) -> tuple[int, list[tuple[bytes, bytes]]]:
-        """Send a request; return the response status and headers.
+        r"""Send a request; return the response status and headers.
+
+        ``headers`` is a list (checked by h11 here) or h11 ``Headers`` built by
+        :func:`with_content_length` from :func:`prevalidate`\ d items.
 
         Raises httpcore's ``ReadTimeout``/``ReadError``/``WriteError``/
         ``RemoteProtocolError``/``LocalProtocolError``; on any failure the
