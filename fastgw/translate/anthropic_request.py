@@ -55,6 +55,7 @@ from typing import Any
 import msgspec
 
 from .common import (
+    function_tools,
     max_tokens_of,
     parse_arguments,
     parse_data_url,
@@ -327,19 +328,8 @@ def _assistant_blocks(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
 
 
 def _tools(tools: Any, unsupported: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise TranslationError("'tools' must be an array.", param="tools", code="invalid_type")
     out: list[dict[str, Any]] = []
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            unsupported(f"tools[{i}]", "only function tools")
-            continue
-        fn = tool.get("function") or {}
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise TranslationError(
-                f"'tools[{i}].function.name' is required.", param=f"tools[{i}].function.name"
-            )
+    for name, fn in function_tools(tools, unsupported):
         spec: dict[str, Any] = {"name": name}
         if fn.get("description"):
             spec["description"] = fn["description"]

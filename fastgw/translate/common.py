@@ -180,6 +180,29 @@ def reasoning_effort_of(body: dict[str, Any]) -> str | None:
     return effort
 
 
+def function_tools(tools: Any, unsupported: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, function)`` for each OpenAI function tool; other tool kinds go to ``unsupported``.
+
+    Raises :class:`TranslationError` for a ``tools`` that is not an array or a
+    function without a name (naming the param).
+    """
+    if not isinstance(tools, list):
+        raise TranslationError("'tools' must be an array.", param="tools", code="invalid_type")
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            unsupported(f"tools[{i}]", "only function tools")
+            continue
+        fn = tool.get("function") or {}
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            raise TranslationError(
+                f"'tools[{i}].function.name' is required.", param=f"tools[{i}].function.name"
+            )
+        out.append((name, fn))
+    return out
+
+
 def tool_call_names(messages: list[Any]) -> dict[str, str]:
     """Map every assistant tool call id in ``messages`` to its function name."""
     names: dict[str, str] = {}

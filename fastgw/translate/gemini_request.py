@@ -54,6 +54,7 @@ from typing import Any
 import msgspec
 
 from .common import (
+    function_tools,
     guess_mime,
     max_tokens_of,
     parse_arguments,
@@ -317,19 +318,8 @@ def _contents(raw: Any, unsupported: Any) -> tuple[list[dict[str, Any]], list[di
 
 
 def _declarations(tools: Any, unsupported: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise TranslationError("'tools' must be an array.", param="tools", code="invalid_type")
     decls: list[dict[str, Any]] = []
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            unsupported(f"tools[{i}]", "only function tools")
-            continue
-        fn = tool.get("function") or {}
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise TranslationError(
-                f"'tools[{i}].function.name' is required.", param=f"tools[{i}].function.name"
-            )
+    for name, fn in function_tools(tools, unsupported):
         decl: dict[str, Any] = {"name": name}
         if fn.get("description"):
             decl["description"] = fn["description"]
