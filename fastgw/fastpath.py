@@ -216,6 +216,25 @@ async def relay(
             await resp.aclose()
 
 
+def log_midstream_failure(ex: Exchange, provider: Provider, exc: UpstreamError, what: str = "stream") -> None:
+    """Count and log an upstream failure after the answer started (no secrets: kind only)."""
+    metrics.observe_upstream_error(provider.name, exc.kind)
+    ex.error_type = "upstream_error"
+    log.warning("request %s: provider %s failed mid-%s: %s", ex.request_id, provider.name, what,
+                f"timeout ({exc.kind})" if isinstance(exc, UpstreamTimeout) else exc)
+
+
+def midstream_error_event(ex: Exchange, provider: Provider, exc: UpstreamError) -> bytes:
+    """The one SSE error event that ends a stream whose upstream timed out or broke (logged)."""
+    log_midstream_failure(ex, provider, exc)
+    if isinstance(exc, UpstreamTimeout):
+        return sse_error_event(f"The upstream provider '{provider.name}' timed out mid-stream ({exc.kind}).",
+                               "timeout", "upstream_timeout")
+    return sse_error_event(f"The upstream provider '{provider.name}' closed the stream unexpectedly.",
+                           "upstream_error",
+                           "upstream_disconnected" if isinstance(exc, UpstreamBroken) else "upstream_error")
+
+
 class watch_client:
     """Cancel the exchange when the client disconnects, and swallow that cancellation.
 
@@ -316,18 +335,10 @@ async def relay_body(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         tail = tap.close() if tap is not None else b""
     except UpstreamError as exc:
-        metrics.observe_upstream_error(provider.name, exc.kind)
-        ex.error_type = "upstream_error"
-        kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-        log.warning("request %s: provider %s failed mid-%s: %s", ex.request_id, provider.name,
-                    "stream" if stream else "response", exc.kind if isinstance(exc, UpstreamTimeout) else exc)
         if not stream:
+            log_midstream_failure(ex, provider, exc, "response")
             raise  # headers went out with a length: only aborting the connection tells the client
-        message = (f"The upstream provider '{provider.name}' timed out mid-stream ({exc.kind})."
-                   if isinstance(exc, UpstreamTimeout)
-                   else f"The upstream provider '{provider.name}' closed the stream unexpectedly.")
-        code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else (
-            "upstream_disconnected" if isinstance(exc, UpstreamBroken) else "upstream_error")
-        await send({"type": "http.response.body", "body": sse_error_event(message, kind, code), "more_body": False})
+        await send({"type": "http.response.body", "body": midstream_error_event(ex, provider, exc),
+                    "more_body": False})
         return
     await send({"type": "http.response.body", "body": tail, "more_body": False})

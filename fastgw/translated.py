@@ -41,15 +41,22 @@ from typing import Any
 
 import msgspec
 
-from fastgw.errors import GatewayError, bad_request, sse_error_event
+from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import Exchange
-from fastgw.fastpath import ERROR_BODY_LIMIT, kept_headers, open_upstream, upstream_failure, watch_client
+from fastgw.fastpath import (
+    ERROR_BODY_LIMIT,
+    kept_headers,
+    midstream_error_event,
+    open_upstream,
+    upstream_failure,
+    watch_client,
+)
 from fastgw.providers import Provider
 from fastgw.routing import Route
 from fastgw.translate import Usage, anthropic, gemini
 from fastgw.translate.errors import TranslationError
 from fastgw.translate.responses import ResponsesStreamTranslator, chat_to_responses, responses_to_chat
-from fastgw.upstream.client import UpstreamBroken, UpstreamError, UpstreamResponse, UpstreamTimeout
+from fastgw.upstream.client import UpstreamError, UpstreamResponse
 
 __all__ = ["handle"]
 
@@ -201,18 +208,7 @@ async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse,
 def _midstream_failure(ex: Exchange, provider: Provider, exc: UpstreamError,
                        rst: ResponsesStreamTranslator | None) -> bytes:
     """The one error event ending a stream whose upstream timed out or broke."""
-    timeout = isinstance(exc, UpstreamTimeout)
-    log.warning("request %s: provider %s failed mid-stream: %s", ex.request_id, provider.name,
-                f"timeout ({exc.kind})" if isinstance(exc, UpstreamTimeout) else type(exc).__name__)
-    if timeout:
-        assert isinstance(exc, UpstreamTimeout)
-        message = f"The upstream provider '{provider.name}' timed out mid-stream ({exc.kind})."
-        kind, code = "timeout", "upstream_timeout"
-    else:
-        message = f"The upstream provider '{provider.name}' closed the stream unexpectedly."
-        kind = "upstream_error"
-        code = "upstream_disconnected" if isinstance(exc, UpstreamBroken) else "upstream_error"
-    event = sse_error_event(message, kind, code)
+    event = midstream_error_event(ex, provider, exc)
     return rst.feed(event) if rst is not None else event
 
 
