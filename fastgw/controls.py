@@ -273,12 +273,21 @@ class Controls:
         )
         if self.capture_bodies and ex.body is not None:
             record.request_body = ex.body
-            record.conversation_id = derive_conversation_id(record.key_id, ex.body)
+            given = _header(ex.scope, b"x-fastgw-conversation-id")
+            record.conversation_id = (given.decode("latin-1")[:200] if given
+                                      else derive_conversation_id(record.key_id, ex.body))
             if isinstance(tap, BodyTap):
                 record.response_body = tap.body()
             elif tap is not None and hasattr(tap, "captured"):
                 record.response_body = tap.captured()
         logger.log(record)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
 
 
 def metrics_dir_for_serve() -> str:

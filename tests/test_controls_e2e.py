@@ -492,6 +492,17 @@ def test_audit_entry_has_redacted_bodies_and_the_conversation_thread(gw, up):
     assert admin(gw, "GET", "/admin/logs/fgw-nope").status == 404
 
 
+def test_audit_thread_follows_the_conversation_header(gw, up):
+    headers = {"authorization": f"Bearer {MASTER}", "x-fastgw-conversation-id": "conv-42"}
+    first = post(gw.url, "/v1/chat/completions",
+                 {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "topic A"}]}, headers=headers)
+    second = post(gw.url, "/v1/chat/completions",
+                  {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a different opening"}]},
+                  headers=headers)
+    entry = log_entry(gw, second.headers["x-fastgw-request-id"], lambda d: bool(d["thread"]))
+    assert [t["request_id"] for t in entry["thread"]] == [first.headers["x-fastgw-request-id"]]
+
+
 # -- 7. metrics ---------------------------------------------------------------------
 
 
