@@ -56,6 +56,8 @@ class Gateway:
         self.config = config
         self.env = dict(os.environ) if env is None else env
         self.max_body = config.server.max_body_bytes
+        self.max_inflight = config.server.max_concurrent_requests
+        self.inflight = 0
         master = config.master_key or self.env.get("FASTGW_MASTER_KEY") or None
         self.master_auth = b"Bearer " + master.encode() if master else None
         self.backend = AsyncioBackend()
@@ -130,7 +132,11 @@ class Gateway:
                 if method != "POST":
                     raise _method_not_allowed("POST")
                 token = self._authorize(scope)
-                await self.model_endpoint(ex, suffix, token)
+                self._admit()
+                try:
+                    await self.model_endpoint(ex, suffix, token)
+                finally:
+                    self.inflight -= 1
             elif path == "/health":
                 await ex.respond(200, b'{"status":"ok"}')
             elif path == "/ready":
@@ -156,7 +162,11 @@ class Gateway:
             elif path.startswith("/p/"):
                 accounted = True
                 token = self._authorize(scope)
-                await self._passthrough(ex, token)
+                self._admit()
+                try:
+                    await self._passthrough(ex, token)
+                finally:
+                    self.inflight -= 1
             elif path == "/admin" or path.startswith("/admin/"):
                 await self._admin(ex)
             else:
@@ -206,6 +216,13 @@ class Gateway:
             return None
         raise GatewayError(401, "Invalid or missing API key. Send 'Authorization: Bearer <key>'.",
                            type="authentication_error", code="invalid_api_key")
+
+    def _admit(self) -> None:
+        """Count a request in; past the limit answer 503 at once (bounded, never queued)."""
+        if self.inflight >= self.max_inflight:
+            raise GatewayError(503, "The gateway is at its limit of concurrent requests; retry shortly.",
+                               type="overloaded", code="gateway_overloaded", headers=[(b"retry-after", b"1")])
+        self.inflight += 1
 
     async def _check_any_key(self, token: str | None) -> None:
         if token is not None:

@@ -72,6 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         websockets=False,
         workers=workers,
         workers_kill_timeout=max(1, int(server.grace_period)),
+        # Let requests reach the app up to its own limit (which answers 503 past it)
+        # rather than waiting unanswered in granian's queue.
+        backpressure=server.max_concurrent_requests + 64,
         log_level=server.log_level,  # type: ignore[arg-type]
         log_access=False,
     ).serve()

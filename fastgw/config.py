@@ -93,6 +93,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 1
     max_body_bytes: int = 32 * 1024 * 1024
     grace_period: float = 30.0
+    # Requests in flight per worker (model endpoints and passthrough); past it new
+    # ones get 503 "overloaded" at once instead of queueing.
+    max_concurrent_requests: int = 2048
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -229,6 +232,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"server.port: expected a port number, got {server.port}")
     if server.workers < 1:
         raise ConfigError("server.workers: expected a number >= 1")
+    if server.max_concurrent_requests < 1:
+        raise ConfigError("server.max_concurrent_requests: expected a number >= 1")
     if server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: expected at least 1024")
     if config.store_url is not None and not config.store_url.startswith(("sqlite://", "postgresql://", "postgres://")):

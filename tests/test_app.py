@@ -266,3 +266,41 @@ def test_env_providers_are_registered_and_masked():
     assert "ollama: type=ollama base_url=http://127.0.0.1:11434/v1" in out.stdout
     assert "fast -> groq/llama-3.1-8b-instant" in out.stdout
     assert "abcdefghijklmnop" not in out.stdout and "0123456789abcdef" not in out.stdout
+
+
+def test_overload_answers_503_at_once(upstream_server):
+    config = basic_config(upstream_server.url) + "server:\n  max_concurrent_requests: 2\n"
+    gw = GatewayProcess(config)
+    upstream_server.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")],
+                                              chunks=[b"data: {}\n\n"], hang=True)
+    socks = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+            body = b'{"model":"gpt-4o-mini","stream":true}'
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            seen = b""
+            while b"data: {}" not in seen:
+                seen += sock.recv(65536)
+            socks.append(sock)
+        t0 = time.monotonic()
+        resp = post(gw.url, "/v1/chat/completions", {"model": "gpt-4o-mini"})
+        assert resp.status == 503 and time.monotonic() - t0 < 1
+        assert resp.error()["code"] == "gateway_overloaded"
+        assert resp.headers["retry-after"] == "1"
+        assert request(gw.url, "GET", "/health").status == 200  # probes are not counted
+        for sock in socks:
+            sock.close()
+        upstream_server.handler = lambda r: json_reply(b'{"ok":1}')
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            resp = post(gw.url, "/v1/chat/completions", {"model": "gpt-4o-mini"})
+            if resp.status == 200:
+                break
+            time.sleep(0.1)
+        assert resp.status == 200
+    finally:
+        for sock in socks:
+            sock.close()
+        gw.stop()
