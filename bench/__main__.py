@@ -35,6 +35,10 @@ def matrix_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-cmd", default=None, help="command prefix instead of 'fastgw' (gets 'serve --config ...')")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default bench/results)")
     p.add_argument("--label", default="", help="label stored in the results (shown by compare)")
+    p.add_argument("--controls", choices=("default", "off", "all"), default="default",
+                   help="production controls: the gateway's defaults (request log, usage injection, "
+                        "metrics), off (no request log, no usage injection), or all (defaults plus a "
+                        "virtual key on every request and cost accounting)")
     return p
 
 
@@ -53,7 +57,7 @@ def config_from_args(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         stall_concurrency=a.stall_concurrency,
         scenarios=[s.strip() for s in a.scenarios.split(",")] if a.scenarios else None,
         gateway_cmd=shlex.split(a.gateway_cmd) if a.gateway_cmd else None,
-        direct_only=a.direct_only, quick=q, label=a.label,
+        direct_only=a.direct_only, quick=q, label=a.label, controls=a.controls,
     )
 
 

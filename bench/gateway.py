@@ -127,7 +127,28 @@ class MockProc:
         self.stop()
 
 
-def gateway_config(mock_port: int, translated: bool = True) -> str:
+# Production controls per ``--controls`` mode, appended to the config: ``default`` is the
+# gateway's own defaults (request log on, stream usage injected, metrics); ``off`` turns the
+# request log and usage injection off; ``all`` is the default plus a virtual key on every
+# request (key check, spend) and a price for the bench model (cost accounting).
+CONTROLS_CONFIG = {
+    "default": "",
+    "off": "logging:\n  enabled: false\nusage:\n  inject_stream_usage: false\n",
+    "all": "pricing:\n  gpt-4o-mini: {input: 0.15, output: 0.6, cached_input: 0.075}\n",
+}
+
+
+def create_virtual_key(cmd: list[str], store_url: str, env: dict[str, str] | None = None) -> str:
+    """``fastgw keys create`` into ``store_url``; returns the plaintext key."""
+    out = subprocess.run([*cmd, "keys", "create", "--name", "bench", "--store", store_url],
+                         capture_output=True, text=True, env=env, timeout=60)
+    key = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    if not key.startswith("sk-fgw-"):
+        raise GatewayError(f"could not create a virtual key: {out.stderr.strip()[:300]}")
+    return key
+
+
+def gateway_config(mock_port: int, translated: bool = True, controls: str = "default") -> str:
     """The gateway's YAML config: an OpenAI provider, plus Anthropic and Gemini ones if asked."""
     text = f"""providers:
   - name: local
@@ -148,7 +169,7 @@ def gateway_config(mock_port: int, translated: bool = True) -> str:
     api_key: gm-test
     models: [{GEMINI_MODEL}]
 """
-    return text
+    return text + CONTROLS_CONFIG[controls]
 
 
 def default_gateway_cmd() -> list[str]:

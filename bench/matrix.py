@@ -18,6 +18,7 @@ from bench.gateway import (
     GatewayError,
     GatewayProc,
     MockProc,
+    create_virtual_key,
     gateway_config,
     http_call,
 )
@@ -44,6 +45,7 @@ class MatrixConfig:
     direct_only: bool = False
     quick: bool = False
     label: str = ""
+    controls: str = "default"  # default | off | all (see bench.gateway.CONTROLS_CONFIG)
 
 
 class Progress:
@@ -124,8 +126,12 @@ class Matrix:
         c = self.cfg
         err = None
         for translated in (True, False):
-            gw = GatewayProc(gateway_config(mock_port, translated), workers, c.gateway_cmd, c.gateway_env, c.gateway_cwd)
+            gw = GatewayProc(gateway_config(mock_port, translated, c.controls), workers, c.gateway_cmd,
+                             c.gateway_env, c.gateway_cwd)
             try:
+                if c.controls == "all":
+                    # The gateway's default store is ./fastgw.db in its working directory.
+                    P.BENCH_KEY = create_virtual_key(gw.cmd, f"sqlite:///{gw.cwd}/fastgw.db", c.gateway_env)
                 cold = gw.start()
             except GatewayError as e:
                 gw.close()
@@ -240,7 +246,7 @@ class Matrix:
         return {
             "meta": {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-                "elapsed_s": round(time.time() - t0, 1), "git_rev": _git_rev(), "label": c.label,
+                "elapsed_s": round(time.time() - t0, 1), "git_rev": _git_rev(), "label": c.label, "controls": c.controls,
                 "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
                 "config": {k: v for k, v in vars(c).items() if k not in ("gateway_env",)},
             },

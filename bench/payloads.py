@@ -58,6 +58,10 @@ def gemini_body() -> bytes:
 ENDPOINTS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "embeddings": "/v1/embeddings"}
 
 
+# The Authorization the load sends (the mock ignores it); a virtual key with ``--controls all``.
+BENCH_KEY = "sk-bench"
+
+
 def openai_request(host: str, endpoint: str, model: str, stream: bool, key: str | None = None,
                    extra: dict[str, str] | None = None, base_path: str = "", include_usage: bool = False) -> RequestSpec:
     """A request to an OpenAI-compatible server (the gateway, or the mock directly)."""

@@ -38,7 +38,8 @@ class Scenario:
 
 
 def _oa(endpoint: str, model: str, stream: bool) -> Build:
-    return lambda host: [P.openai_request(host, endpoint, model, stream, key="sk-bench")]
+    # The key is read when the requests are built: ``--controls all`` swaps in a virtual key.
+    return lambda host: [P.openai_request(host, endpoint, model, stream, key=P.BENCH_KEY)]
 
 
 DESCRIPTIONS = {
