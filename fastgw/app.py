@@ -21,7 +21,6 @@ import gc
 import hmac
 import logging
 import os
-from collections import Counter
 from typing import Any
 
 import msgspec
@@ -33,7 +32,7 @@ from fastgw.controls import CaptureTap, Controls, stream_usage_path, usage_tap
 from fastgw.errors import GatewayError, envelope
 from fastgw.exchange import Exchange, Receive, Send
 from fastgw.providers import Provider, resolved_providers
-from fastgw.routing import Router
+from fastgw.routing import Route, Router
 from fastgw.upstream.backend import AsyncioBackend
 
 log = logging.getLogger("fastgw")
@@ -65,7 +64,6 @@ class Gateway:
         self.providers = [Provider(p, self.backend) for p in resolved_providers(config, self.env)]
         self.router = Router(self.providers, config.aliases)
         self.router.check_aliases()
-        self.paths: Counter[str] = Counter()
         self.controls = Controls(config, self.env)
         self.ready = False
         self.draining = False
@@ -291,7 +289,7 @@ class Gateway:
                 metrics.stream_ended()
 
     async def _dispatch(self, ex: Exchange, suffix: str, body: bytes, routing: bodies.Routing,
-                        route: Any) -> None:
+                        route: Route) -> None:
         provider = route.provider
         stream = routing.stream
         if provider.wire == "mock":
@@ -329,8 +327,7 @@ class Gateway:
         if controls.capture_bodies and stream:
             tap = CaptureTap(tap, controls.config.logging.body_cap)
         ex.tap = tap
-        self.paths[path_taken] += 1
-        await fastpath.relay(ex, provider, provider.target(suffix.encode()), body, stream=stream,
+        await fastpath.relay(ex, provider, provider.target_for(suffix), body, stream=stream,
                              client_auth=_header(ex.scope, b"authorization"), tap=tap)
 
     async def _passthrough(self, ex: Exchange, token: str | None = None) -> None:
@@ -349,7 +346,6 @@ class Gateway:
                                    "available to it.", type="permission_error", code="model_not_allowed")
         ex.provider = provider.name
         ex.provider_type = provider.type
-        self.paths["passthrough"] += 1
         await passthrough.handle(ex, provider, b"/" + tail)
 
 

@@ -114,6 +114,7 @@ class Provider:
         t = cfg.timeouts
         self.timeouts = Timeouts(t.connect, t.first_byte, t.idle, t.total)
         self.pool: Pool | None = None
+        self._targets: dict[str, bytes] = {}
         self.base_path = b""
         self.base_query = b""
         self.host_header = b""
@@ -159,6 +160,13 @@ class Provider:
         if model in self.exact_models:
             return True
         return any(fnmatch.fnmatchcase(model, p) for p in self.model_patterns)
+
+    def target_for(self, suffix: str) -> bytes:
+        """:meth:`target` for a model endpoint suffix, computed once per suffix."""
+        target = self._targets.get(suffix)
+        if target is None:
+            target = self._targets[suffix] = self.target(suffix.encode())
+        return target
 
     def target(self, suffix: bytes, query: bytes = b"") -> bytes:
         """The request target for ``suffix`` (``/chat/completions``) under the base path."""
