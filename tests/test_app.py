@@ -304,3 +304,27 @@ def test_overload_answers_503_at_once(upstream_server):
         for sock in socks:
             sock.close()
         gw.stop()
+
+
+def test_sigterm_closes_streams_still_open_after_the_grace_period(upstream_server):
+    gw = GatewayProcess(basic_config(upstream_server.url) + "server:\n  grace_period: 1\n")
+    upstream_server.handler = lambda r: sse_reply(sse_events(40), interval=0.2)  # ~8 s of stream
+    result: dict[str, object] = {}
+
+    def client() -> None:
+        try:
+            result["resp"] = post(gw.url, "/v1/chat/completions", {"model": "gpt-4o-mini", "stream": True},
+                                  timeout=20)
+        except Exception as exc:  # the connection is cut: that is the point
+            result["error"] = exc
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    gw.stop(timeout=15)
+    stopped_in = time.monotonic() - t0
+    thread.join(10)
+    assert stopped_in < 6, f"the gateway took {stopped_in:.1f} s to stop with a 1 s grace period"
+    resp = result.get("resp")
+    assert "error" in result or (resp is not None and b"[DONE]" not in resp.body)  # type: ignore[attr-defined]
