@@ -39,6 +39,27 @@ providers:
 {extra}"""
 
 
+CLAUDE = "claude-haiku-4-5"
+GEMINI = "gemini-2.5-flash"
+
+
+def translated_config(upstream_url: str, extra: str = "") -> str:
+    """Two translated providers (Anthropic, Gemini) pointed at the test upstream."""
+    return f"""
+providers:
+  - name: claude
+    type: anthropic
+    base_url: {upstream_url}
+    api_key: k-anthropic
+    models: [{CLAUDE}]
+  - name: gem
+    type: gemini
+    base_url: {upstream_url}
+    api_key: k-gemini
+    models: [{GEMINI}]
+{extra}"""
+
+
 @pytest.fixture(scope="module")
 def gateway(upstream_server: UpstreamServer) -> Iterator[GatewayProcess]:
     """A gateway on the minimal config, plus an alias and an o-series model."""

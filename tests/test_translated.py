@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+from conftest import CLAUDE, GEMINI, translated_config
 from gateway import GatewayProcess
 from rawhttp import post, request
 from upstream import Received, Reply, UpstreamServer, json_reply, sse_reply
@@ -36,8 +37,6 @@ from mock_providers import (
     gemini_sse,
 )
 
-CLAUDE = "claude-haiku-4-5"
-GEMINI = "gemini-2.5-flash"
 GEMINI_STREAM_TARGET = f"/v1beta/models/{GEMINI}:streamGenerateContent?alt=sse"
 HI = [{"role": "user", "content": "hi"}]
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -47,26 +46,13 @@ WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "paramet
 @pytest.fixture(scope="module")
 def tgw(upstream_server: UpstreamServer) -> Iterator[GatewayProcess]:
     """A gateway whose two providers are translated, both pointed at the test upstream."""
-    url = upstream_server.url
-    gw = GatewayProcess(f"""
-providers:
-  - name: claude
+    gw = GatewayProcess(translated_config(upstream_server.url, f"""  - name: slow
     type: anthropic
-    base_url: {url}
-    api_key: k-anthropic
-    models: [{CLAUDE}]
-  - name: gem
-    type: gemini
-    base_url: {url}
-    api_key: k-gemini
-    models: [{GEMINI}]
-  - name: slow
-    type: anthropic
-    base_url: {url}
+    base_url: {upstream_server.url}
     api_key: k-slow
     models: [claude-slow]
     timeouts: {{idle: 0.4}}
-""")
+"""))
     yield gw
     gw.stop()
 

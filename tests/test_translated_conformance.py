@@ -18,6 +18,7 @@ from typing import Any
 
 import conformance
 import pytest
+from conftest import CLAUDE, GEMINI, translated_config
 from gateway import GatewayProcess
 from rawhttp import post
 from upstream import Reply, UpstreamServer, json_reply
@@ -30,8 +31,6 @@ sys.path.insert(0, str(Path(__file__).parent / "translate"))
 import test_translate_conformance as expect
 from chat_stream import accumulate, events
 
-CLAUDE = "claude-haiku-4-5"
-GEMINI = "gemini-2.5-flash"
 MODEL = {"anthropic": CLAUDE, "gemini": GEMINI}
 
 STREAMS = [e["id"] for e in conformance.manifest()
@@ -44,20 +43,7 @@ ERRORS = [e["id"] for e in conformance.manifest() if e["provider"] in ("anthropi
 
 @pytest.fixture(scope="module")
 def tgw(upstream_server: UpstreamServer) -> Iterator[GatewayProcess]:
-    url = upstream_server.url
-    gw = GatewayProcess(f"""
-providers:
-  - name: claude
-    type: anthropic
-    base_url: {url}
-    api_key: k-anthropic
-    models: [{CLAUDE}]
-  - name: gem
-    type: gemini
-    base_url: {url}
-    api_key: k-gemini
-    models: [{GEMINI}]
-""")
+    gw = GatewayProcess(translated_config(upstream_server.url))
     yield gw
     gw.stop()
 
