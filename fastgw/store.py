@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -132,6 +133,20 @@ class Store:
         raise NotImplementedError
 
 
+def _retry_busy(fn: Callable[[], object], limit: float = 15.0) -> None:
+    """Run ``fn``, retrying while SQLite reports the file busy or locked (start-up races)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SQLiteStore(Store):
     dialect = "sqlite"
 
@@ -158,12 +173,23 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 10000")
         if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
+            _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = NORMAL")
-        with conn:
-            conn.execute("BEGIN")
-            for stmt in schema("sqlite"):
-                conn.execute(stmt)
+
+        def create_schema() -> None:
+            # IMMEDIATE: take the write lock before reading the schema, so several
+            # workers opening a fresh file at once wait for each other instead of one
+            # failing on a stale read snapshot ("database is locked" at once).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in schema("sqlite"):
+                    conn.execute(stmt)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        _retry_busy(create_schema)
         self._conn = conn
 
     async def open(self) -> None:
