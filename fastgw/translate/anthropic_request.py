@@ -63,6 +63,7 @@ from .common import (
     reject,
     stop_list,
     text_of,
+    tool_choice_of,
 )
 from .errors import TranslationError
 
@@ -341,19 +342,13 @@ def _tools(tools: Any, unsupported: Any) -> list[dict[str, Any]]:
 
 
 def _tool_choice(choice: Any) -> dict[str, Any] | None:
-    if choice is None:
+    parsed = tool_choice_of(choice)
+    if parsed is None:
         return None
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "none":
-        return {"type": "none"}
-    if choice == "required":
-        return {"type": "any"}
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if isinstance(name, str) and name:
-            return {"type": "tool", "name": name}
-    raise TranslationError("Invalid value for 'tool_choice'.", param="tool_choice", code="invalid_value")
+    mode, name = parsed
+    if mode == "function":
+        return {"type": "tool", "name": name}
+    return {"type": {"auto": "auto", "none": "none", "required": "any"}[mode]}
 
 
 def _response_format(fmt: Any, unsupported: Any) -> dict[str, Any] | None:

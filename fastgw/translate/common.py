@@ -180,6 +180,20 @@ def reasoning_effort_of(body: dict[str, Any]) -> str | None:
     return effort
 
 
+def tool_choice_of(choice: Any) -> tuple[str, str | None] | None:
+    """OpenAI ``tool_choice`` as ``(mode, function name)``: mode is auto, none, required or
+    function (with its name); None when absent. Raises a 400 naming ``tool_choice``."""
+    if choice is None:
+        return None
+    if choice in ("auto", "none", "required"):
+        return choice, None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return "function", name
+    raise TranslationError("Invalid value for 'tool_choice'.", param="tool_choice", code="invalid_value")
+
+
 def function_tools(tools: Any, unsupported: Any) -> list[tuple[str, dict[str, Any]]]:
     """``(name, function)`` for each OpenAI function tool; other tool kinds go to ``unsupported``.
 

@@ -64,6 +64,7 @@ from .common import (
     stop_list,
     text_of,
     tool_call_names,
+    tool_choice_of,
 )
 from .errors import TranslationError
 
@@ -330,19 +331,13 @@ def _declarations(tools: Any, unsupported: Any) -> list[dict[str, Any]]:
 
 
 def _tool_config(choice: Any) -> dict[str, Any] | None:
-    if choice is None:
+    parsed = tool_choice_of(choice)
+    if parsed is None:
         return None
-    if choice == "auto":
-        return {"mode": "AUTO"}
-    if choice == "none":
-        return {"mode": "NONE"}
-    if choice == "required":
-        return {"mode": "ANY"}
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if isinstance(name, str) and name:
-            return {"mode": "ANY", "allowedFunctionNames": [name]}
-    raise TranslationError("Invalid value for 'tool_choice'.", param="tool_choice", code="invalid_value")
+    mode, name = parsed
+    if mode == "function":
+        return {"mode": "ANY", "allowedFunctionNames": [name]}
+    return {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY"}[mode]}
 
 
 def build_embeddings_request(body: dict[str, Any], upstream_model: str) -> tuple[str, dict[str, str], bytes]:
