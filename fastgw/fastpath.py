@@ -80,7 +80,7 @@ HOP_BY_HOP = frozenset(
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     for name, value in headers:
-        if name == b"content-length" or name.lower() == b"content-length":
+        if name == b"content-length":
             return int(value)
     return None
 
@@ -92,8 +92,7 @@ class Tap(Protocol):
 
 def kept_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     out = []
-    for name, value in upstream:
-        name = name.lower()
+    for name, value in upstream:  # names arrive lowercased
         if name in KEEP_HEADERS or name.startswith(KEEP_PREFIXES):
             out.append((name, value))
     return out

@@ -84,7 +84,7 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
     ex.path_taken = "passthrough"
     resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body, ex)
     try:
-        out = [(k.lower(), v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP]
+        out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
         content_type = resp.header(b"content-type") or b""
         await relay_body(ex, resp, provider, stream=content_type.startswith(b"text/event-stream"), headers=out)
     finally:

@@ -86,7 +86,7 @@ class UpstreamResponse:
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
-            if key.lower() == name:
+            if key == name:
                 return value
         return None
 

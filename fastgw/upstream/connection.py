@@ -114,7 +114,8 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
             while True:
                 event = await self._next_event()
                 if type(event) is h11.Response:
-                    return event.status_code, event.headers.raw_items()
+                    # Lowercased names (h11 normalised them), as ASGI wants them.
+                    return event.status_code, list(event.headers)
         except BaseException:
             self.finish()
             raise
