@@ -30,7 +30,7 @@ from fastgw import body as bodies
 from fastgw.config import Config, load_config
 from fastgw.controls import CaptureTap, Controls, stream_usage_path, usage_tap
 from fastgw.errors import GatewayError, envelope
-from fastgw.exchange import Exchange, Receive, Send
+from fastgw.exchange import Exchange, Receive, Send, header
 from fastgw.providers import Provider, resolved_providers
 from fastgw.routing import Route, Router
 from fastgw.upstream.backend import AsyncioBackend
@@ -209,7 +209,7 @@ class Gateway:
         are open, but a virtual key that is presented is still checked (budgets,
         allowed models). The master key comparison is constant-time.
         """
-        value = _header(scope, b"authorization")
+        value = header(scope, b"authorization")
         token = value[7:].decode("latin-1") if value is not None and value[:7].lower() == b"bearer " else None
         if token is not None and self.controls.is_virtual_key(token):
             return token
@@ -235,7 +235,7 @@ class Gateway:
     async def _admin(self, ex: Exchange) -> None:
         scope = ex.scope
         expected = self.master_auth
-        value = _header(scope, b"authorization") or b""
+        value = header(scope, b"authorization") or b""
         if expected is None:
             raise GatewayError(403, "The admin API needs a master key (FASTGW_MASTER_KEY or master_key).",
                                type="permission_error", code="admin_disabled")
@@ -328,7 +328,7 @@ class Gateway:
             tap = CaptureTap(tap, controls.config.logging.body_cap)
         ex.tap = tap
         await fastpath.relay(ex, provider, provider.target_for(suffix), body, stream=stream,
-                             client_auth=_header(ex.scope, b"authorization"), tap=tap)
+                             client_auth=header(ex.scope, b"authorization"), tap=tap)
 
     async def _passthrough(self, ex: Exchange, token: str | None = None) -> None:
         raw_path: bytes = ex.scope.get("raw_path") or ex.scope["path"].encode()
@@ -347,13 +347,6 @@ class Gateway:
         ex.provider = provider.name
         ex.provider_type = provider.type
         await passthrough.handle(ex, provider, b"/" + tail)
-
-
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
 
 
 def _method_not_allowed(allowed: str) -> GatewayError:

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from fastgw.errors import GatewayError, bad_request
+from fastgw.exchange import header
 
 MAX_MODEL_LENGTH = 512
 
@@ -171,15 +172,14 @@ ReceiveCallable = Callable[[], Awaitable[dict[str, Any]]]
 
 async def read_body(scope: dict[str, Any], receive: ReceiveCallable, limit: int) -> bytes:
     """The whole request body, or a 413 as soon as it passes ``limit`` bytes."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                raise bad_request("Invalid Content-Length header.") from None
-            if declared > limit:
-                raise too_large(limit)
-            break
+    value = header(scope, b"content-length")
+    if value is not None:
+        try:
+            declared = int(value)
+        except ValueError:
+            raise bad_request("Invalid Content-Length header.") from None
+        if declared > limit:
+            raise too_large(limit)
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):

@@ -27,7 +27,7 @@ import msgspec
 from fastgw import metrics
 from fastgw.config import Config
 from fastgw.errors import GatewayError, type_for_status
-from fastgw.exchange import Exchange
+from fastgw.exchange import Exchange, header
 from fastgw.keys import KEY_PREFIX, KeyManager, KeyRecord
 from fastgw.pricing import Pricing
 from fastgw.reqlog import RequestLogger, RequestRecord, derive_conversation_id
@@ -273,7 +273,7 @@ class Controls:
         )
         if self.capture_bodies and ex.body is not None:
             record.request_body = ex.body
-            given = _header(ex.scope, b"x-fastgw-conversation-id")
+            given = header(ex.scope, b"x-fastgw-conversation-id")
             record.conversation_id = (given.decode("latin-1")[:200] if given
                                       else derive_conversation_id(record.key_id, ex.body))
             if isinstance(tap, BodyTap):
@@ -281,13 +281,6 @@ class Controls:
             elif tap is not None and hasattr(tap, "captured"):
                 record.response_body = tap.captured()
         logger.log(record)
-
-
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
 
 
 def metrics_dir_for_serve() -> str:

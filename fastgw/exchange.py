@@ -37,6 +37,14 @@ def new_request_id() -> str:
     return f"{_PREFIX}{next(_counter):08x}"
 
 
+def header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lowercase) in an ASGI scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
 class Exchange:
     __slots__ = (
         "body",
