@@ -60,10 +60,10 @@ from .common import (
     parse_arguments,
     parse_data_url,
     reasoning_effort_of,
-    reject,
     stop_list,
     text_of,
     tool_choice_of,
+    unsupported_handler,
 )
 from .errors import TranslationError
 
@@ -88,9 +88,7 @@ def build_request(
 ) -> tuple[str, dict[str, str], bytes]:
     """Translate an OpenAI chat request dict; see the module docstring."""
 
-    def unsupported(param: str, detail: str = "") -> None:
-        if not drop_unsupported:
-            raise reject(param, _PROVIDER, detail)
+    unsupported = unsupported_handler(_PROVIDER, drop_unsupported)
 
     _check_unsupported(body, unsupported)
     out: dict[str, Any] = {"model": upstream_model}

@@ -17,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,6 +60,17 @@ def reject(param: str, provider: str, detail: str = "") -> TranslationError:
     if detail:
         msg += f" ({detail})"
     return TranslationError(msg + ".", param=param, code="unsupported_parameter")
+
+
+def unsupported_handler(provider: str, drop: bool) -> Callable[..., None]:
+    """``unsupported(param, detail="")``: raises :func:`reject`'s 400, or does nothing when
+    the provider's config says to drop what it cannot honour."""
+
+    def unsupported(param: str, detail: str = "") -> None:
+        if not drop:
+            raise reject(param, provider, detail)
+
+    return unsupported
 
 
 def text_of(content: Any, param: str, *, strict: bool = True) -> str:

@@ -60,11 +60,11 @@ from .common import (
     parse_arguments,
     parse_data_url,
     reasoning_effort_of,
-    reject,
     stop_list,
     text_of,
     tool_call_names,
     tool_choice_of,
+    unsupported_handler,
 )
 from .errors import TranslationError
 
@@ -94,9 +94,7 @@ def build_request(
 ) -> tuple[str, dict[str, str], bytes]:
     """Translate an OpenAI chat request dict; see the module docstring."""
 
-    def unsupported(param: str, detail: str = "") -> None:
-        if not drop_unsupported:
-            raise reject(param, _PROVIDER, detail)
+    unsupported = unsupported_handler(_PROVIDER, drop_unsupported)
 
     for key in ("logit_bias", "audio", "prediction", "web_search_options", "functions", "function_call"):
         if body.get(key) is not None:
