@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,3 +50,17 @@ def request(url: str, method: str, path: str, body: bytes | dict[str, Any] | Non
 def post(url: str, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
          timeout: float = 30.0) -> RawResponse:
     return request(url, "POST", path, body, headers, timeout)
+
+
+def open_stream(port: int, body: bytes, until: bytes, path: str = "/v1/chat/completions") -> socket.socket:
+    """POST ``body`` on a raw socket and read until ``until`` arrived; the caller closes it
+    (a client leaving mid-stream) or keeps it open (a request in flight)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+    seen = b""
+    while until not in seen:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the stream ended before {until!r} arrived: {seen[-300:]!r}")
+        seen += chunk
+    return sock

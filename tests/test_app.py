@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import basic_config
 from gateway import GatewayProcess, free_port
-from rawhttp import post, request
+from rawhttp import open_stream, post, request
 from upstream import Reply, json_reply, sse_reply
 
 from tests.test_fastpath import sse_events
@@ -130,14 +130,7 @@ def test_client_leaving_mid_stream_closes_upstream(gateway, upstream):
     upstream.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")],
                                        chunks=[b"data: {}\n\n"] * 3, hang=True)
     before = upstream.closed_midstream
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
-    body = b'{"model":"gpt-4o-mini","stream":true}'
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-    seen = b""
-    while b"data: {}" not in seen:
-        seen += sock.recv(65536)
-    sock.close()
+    open_stream(gateway.port, b'{"model":"gpt-4o-mini","stream":true}', b"data: {}").close()
     deadline = time.monotonic() + 1.5
     while upstream.closed_midstream == before and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -276,14 +269,7 @@ def test_overload_answers_503_at_once(upstream_server):
     socks = []
     try:
         for _ in range(2):
-            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
-            body = b'{"model":"gpt-4o-mini","stream":true}'
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
-            seen = b""
-            while b"data: {}" not in seen:
-                seen += sock.recv(65536)
-            socks.append(sock)
+            socks.append(open_stream(gw.port, b'{"model":"gpt-4o-mini","stream":true}', b"data: {}"))
         t0 = time.monotonic()
         resp = post(gw.url, "/v1/chat/completions", {"model": "gpt-4o-mini"})
         assert resp.status == 503 and time.monotonic() - t0 < 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import struct
 import sys
 import time
@@ -19,7 +18,7 @@ import openai
 import pytest
 from conftest import CLAUDE, GEMINI, translated_config
 from gateway import GatewayProcess
-from rawhttp import post, request
+from rawhttp import open_stream, post, request
 from upstream import Received, Reply, UpstreamServer, json_reply, sse_reply
 
 from fastgw.translate import anthropic
@@ -236,14 +235,8 @@ def test_client_leaving_midstream_closes_upstream(tgw, upstream):
     chunks = sse_stream(anthropic_sse([("text", "hello")], end=False, piece=10)).chunks
     upstream.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")], chunks=chunks, hang=True)
     before = upstream.closed_midstream
-    sock = socket.create_connection(("127.0.0.1", tgw.port), timeout=5)
     body = json.dumps({"model": CLAUDE, "messages": HI, "stream": True}).encode()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-    seen = b""
-    while b"hello" not in seen:
-        seen += sock.recv(65536)
-    sock.close()
+    open_stream(tgw.port, body, b"hello").close()
     deadline = time.monotonic() + 2
     while upstream.closed_midstream == before and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -15,7 +15,7 @@ import pytest
 from conftest import basic_config
 from gateway import GatewayProcess
 from prometheus_client.parser import text_string_to_metric_families
-from rawhttp import post, request
+from rawhttp import open_stream, post, request
 from upstream import Reply, json_reply
 
 
@@ -113,13 +113,7 @@ providers:
 def test_client_leaving_returns_pool_counts_to_zero(gateway, upstream):
     upstream.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")],
                                        chunks=[b"data: {}\n\n"], hang=True)
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
-    body = b'{"model":"gpt-4o-mini","stream":true}'
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-    seen = b""
-    while b"data: {}" not in seen:
-        seen += sock.recv(65536)
+    sock = open_stream(gateway.port, b'{"model":"gpt-4o-mini","stream":true}', b"data: {}")
     time.sleep(1.2)  # metrics snapshots are taken about every second
     assert pool_gauge(gateway, "local", "in_use") == 1
     sock.close()

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from pg import pg_dsn  # noqa: F401  (fixture)
+from stores import run_with_store
 
 from fastgw.reqlog import (
     RequestLogger,
@@ -18,25 +17,7 @@ from fastgw.reqlog import (
     redact,
     usage_summary,
 )
-from fastgw.store import Store, open_store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/log.db"
-    return request.getfixturevalue("pg_dsn")
-
-
-def run_with_store(url: str, fn: Callable[[Store], Coroutine[Any, Any, None]]) -> None:
-    async def main() -> None:
-        store = await open_store(url)
-        try:
-            await fn(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
+from fastgw.store import Store
 
 
 def rec(i: int, **kw: Any) -> RequestRecord:
