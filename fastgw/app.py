@@ -34,6 +34,7 @@ from fastgw.exchange import Exchange, Receive, Send, header
 from fastgw.providers import Provider, resolved_providers
 from fastgw.routing import Route, Router
 from fastgw.upstream.backend import AsyncioBackend
+from fastgw.usage import USAGE_INJECTED, inject_include_usage
 
 log = logging.getLogger("fastgw")
 
@@ -307,14 +308,14 @@ class Gateway:
             return
         controls = self.controls
         usage_path = stream_usage_path(suffix, stream, routing.include_usage, controls.inject_usage)
-        inject = usage_path == "injected"
+        inject = usage_path == USAGE_INJECTED
         rename = (suffix == "/chat/completions" and b'"max_tokens"' in body
                   and bodies.needs_max_completion_tokens(provider.type, route.upstream_model))
         path_taken = "fast"
         if route.rewrite or rename or (inject and routing.has_stream_options):
             new = bodies.rewrite(body, model_json=route.upstream_model_json if route.rewrite else None,
                                  rename_max_tokens=rename,
-                                 edit=bodies.inject_include_usage if inject else None)
+                                 edit=inject_include_usage if inject else None)
             if new is not None:
                 body = new
                 path_taken = "rewritten"

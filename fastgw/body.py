@@ -107,15 +107,6 @@ def decode_raw_object(body: bytes) -> dict[str, msgspec.Raw]:
         raise bad_request(f"The request body is not a valid JSON object: {_short(exc)}.") from None
 
 
-def encode_raw_object(fields: dict[str, msgspec.Raw]) -> bytes:
-    return _encoder.encode(fields)
-
-
-def raw(value: Any) -> msgspec.Raw:
-    """A Python value as a raw JSON value to put back in a rewritten object."""
-    return msgspec.Raw(_encoder.encode(value))
-
-
 # Models whose OpenAI API takes max_completion_tokens and refuses max_tokens.
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
@@ -159,12 +150,6 @@ def splice_first_member(body: bytes, member: bytes) -> bytes:
     """
     i = body.index(b"{") + 1
     return body[:i] + member + b"," + body[i:]
-
-
-def inject_include_usage(fields: dict[str, msgspec.Raw]) -> None:
-    from fastgw.usage import inject_include_usage as inject
-
-    inject(fields)
 
 
 ReceiveCallable = Callable[[], Awaitable[dict[str, Any]]]

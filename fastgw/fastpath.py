@@ -29,7 +29,15 @@ import msgspec
 from h11._headers import Headers
 
 from fastgw import metrics
-from fastgw.errors import GatewayError, envelope, overloaded, sse_error_event, type_for_status
+from fastgw.errors import (
+    GatewayError,
+    envelope,
+    overloaded,
+    sse_error_event,
+    type_for_status,
+    upstream_timeout,
+    upstream_unreachable,
+)
 from fastgw.exchange import Exchange
 from fastgw.providers import Provider
 from fastgw.upstream.client import (
@@ -117,13 +125,11 @@ def upstream_failure(exc: BaseException, provider: Provider) -> GatewayError:
     """The client-facing error for a failure before any response byte."""
     name = provider.name
     if isinstance(exc, UpstreamTimeout):
-        return GatewayError(504, f"The upstream provider '{name}' timed out ({exc.kind}).",
-                            type="timeout", code="upstream_timeout")
+        return upstream_timeout(f"The upstream provider '{name}' timed out ({exc.kind}).")
     if isinstance(exc, PoolTimeout):
         return overloaded(f"The gateway has no free connection to provider '{name}': {exc}. Retry later.")
     if isinstance(exc, UpstreamUnreachable):
-        return GatewayError(502, f"The upstream provider '{name}' is unreachable: {_clean(exc)}",
-                            type="upstream_error", code="upstream_unreachable")
+        return upstream_unreachable(f"The upstream provider '{name}' is unreachable: {_clean(exc)}")
     return GatewayError(502, f"The upstream provider '{name}' failed: {_clean(exc)}",
                         type="upstream_error", code="upstream_error")
 

@@ -3,7 +3,7 @@
 :func:`send` checks a connection out of the :class:`~fastgw.upstream.pool.Pool`,
 writes the request through httpcore's HTTP/1.1 connection and returns an
 :class:`UpstreamResponse` as soon as the status line and headers arrived. The
-body is read by iterating it; :meth:`UpstreamResponse.aclose` must always be
+body is read with :meth:`UpstreamResponse.next_chunk`; :meth:`UpstreamResponse.aclose` must always be
 called: it returns the connection to the pool when the body was read to its
 end, and closes it otherwise.
 
@@ -22,7 +22,7 @@ protocol or the connection mid-response), :class:`~fastgw.upstream.pool.PoolTime
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from time import perf_counter
 
 import httpcore
@@ -68,7 +68,7 @@ class Timeouts:
 
 
 class UpstreamResponse:
-    """Status and headers of an upstream response; the body arrives by iteration."""
+    """Status and headers of an upstream response; the body arrives by :meth:`next_chunk`."""
 
     __slots__ = ("_conn", "_pool", "complete", "headers", "status", "wait")
 
@@ -105,10 +105,6 @@ class UpstreamResponse:
         if chunk is None:
             self.complete = True
         return chunk
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while (chunk := await self.next_chunk()) is not None:
-            yield chunk
 
     async def read(self, limit: int | None = None) -> bytes:
         """Read the whole body (at most ``limit`` bytes; the rest is dropped)."""
