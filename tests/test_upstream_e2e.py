@@ -144,3 +144,40 @@ providers:
         assert len(resp.chunks) >= 5  # paced: the events arrived separately
     finally:
         gw.stop()
+
+
+SSE_EVENTS = [b'data: {"choices":[{"delta":{"content":"w%d"}}]}\n\n' % i for i in range(6)] + [b"data: [DONE]\n\n"]
+
+
+def test_chunked_framing_variants_reach_the_client_byte_exact(gateway, upstream):
+    """Chunk extensions, upper-case sizes, trailers and reads split inside a chunk
+    header: the client gets the upstream's SSE bytes, and the connection is reused."""
+    wire = b""
+    for i, event in enumerate(SSE_EVENTS):
+        size = f"{len(event):X}" if i % 2 else f"{len(event):x}"
+        wire += size.encode() + (b";ext=1" if i == 2 else b"") + b"\r\n" + event + b"\r\n"
+    wire += b"0\r\nx-trailer: 1\r\n\r\n"
+    cuts = [1, 5, len(wire) // 3, len(wire) // 3 + 1, len(wire) - 7, len(wire) - 2]
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    upstream.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")],
+                                       raw_body=pieces, interval=0.01)
+    body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
+    first = post(gateway.url, "/v1/chat/completions", body)
+    accepted = upstream.connections_accepted
+    second = post(gateway.url, "/v1/chat/completions", body)
+    assert first.status == second.status == 200
+    assert first.body == second.body == b"".join(SSE_EVENTS)
+    assert upstream.connections_accepted == accepted  # the second request reused the connection
+
+
+def test_malformed_chunk_mid_stream_ends_with_an_error_event(gateway, upstream):
+    wire = [b"%x\r\n" % len(SSE_EVENTS[0]) + SSE_EVENTS[0] + b"\r\n", b"zz\r\nbroken\r\n"]
+    upstream.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")], raw_body=wire)
+    resp = post(gateway.url, "/v1/chat/completions",
+                {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}})
+    assert resp.status == 200
+    assert resp.body.startswith(SSE_EVENTS[0])
+    tail = json.loads(resp.body[len(SSE_EVENTS[0]):].removeprefix(b"data: ").strip())
+    assert tail["error"]["type"] == "upstream_error"
+    assert "closed the stream unexpectedly" in tail["error"]["message"]
+    assert b"[DONE]" not in resp.body

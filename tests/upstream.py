@@ -41,6 +41,10 @@ class Reply:
     content_length: bool = False
     # Keep the stream open after the chunks (the client must leave first).
     hang: bool = False
+    # Write these pieces as they are after a chunked head instead of ``chunks``
+    # (hand-made framing: extensions, trailers, splits inside a chunk header).
+    # The message must end inside them; the connection stays open for reuse.
+    raw_body: list[bytes] | None = None
 
 
 def json_reply(body: bytes, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
@@ -154,6 +158,15 @@ class UpstreamServer:
             headers.append(("transfer-encoding", "chunked"))
         writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)))
         await writer.drain()
+        if reply.raw_body is not None:
+            for i, piece in enumerate(reply.raw_body):
+                if i and reply.interval:
+                    await asyncio.sleep(reply.interval)
+                writer.write(piece)
+                await writer.drain()
+            # h11 framed none of it: mark our side done so the next request can come.
+            conn.send(h11.EndOfMessage())
+            return True
         for i, chunk in enumerate(reply.chunks):
             if reply.drop_after is not None and i >= reply.drop_after:
                 self.closed_midstream += 1

@@ -13,7 +13,9 @@ machine, same state and expiry bookkeeping, so the pool's ``is_available`` /
   not on every request;
 * the body is read by :meth:`next_chunk`, a plain coroutine, instead of three
   nested async generators, and everything one socket read brought is handed
-  on in one piece (one ASGI send, not one per HTTP chunk).
+  on in one piece (one ASGI send, not one per HTTP chunk);
+* a chunked body is decoded by :mod:`~fastgw.upstream.chunked` (one h11
+  ``Data`` event per read instead of one per HTTP chunk).
 
 A response not read to its end (``EndOfMessage``) leaves the connection closed
 by :meth:`finish`, never reused.
@@ -30,6 +32,7 @@ from h11._headers import Headers, normalize_and_validate
 from httpcore._async.http11 import HTTPConnectionState
 
 from fastgw.upstream.backend import AsyncioStream
+from fastgw.upstream.chunked import install as install_batch_reader
 
 READ_SIZE = 64 * 1024
 _NEED_DATA = h11.NEED_DATA
@@ -114,6 +117,7 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
             while True:
                 event = await self._next_event()
                 if type(event) is h11.Response:
+                    install_batch_reader(h)
                     # Lowercased names (h11 normalised them), as ASGI wants them.
                     return event.status_code, list(event.headers)
         except BaseException:
