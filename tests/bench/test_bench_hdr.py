@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from bench.hdr import SUB, Histogram, bucket_bounds, bucket_index, exact_percentile, pct_key
+from bench.hdr import SUB, SUB_BITS, Histogram, bucket_bounds, bucket_index, exact_percentile, pct_key
 
 PCTS = [0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0]
-REL = 2.0 ** -7  # half-width of a bucket relative to its low end, SUB_BITS=8
+REL = 2.0 ** -(SUB_BITS - 1)  # half-width of a bucket relative to its low end
 
 
 def test_buckets_partition_the_integers() -> None:
