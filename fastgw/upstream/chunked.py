@@ -34,12 +34,15 @@ _HEX = b"0123456789abcdefABCDEF"
 class BatchChunkedReader:
     """h11 body reader for ``Transfer-Encoding: chunked``; one ``Data`` per call."""
 
-    __slots__ = ("_discard", "_left", "_trailer")
+    __slots__ = ("_discard", "_left", "_trailer", "ready")
 
     def __init__(self) -> None:
         self._left = 0  # payload bytes still to come in the current chunk
         self._discard = b""  # the CRLF after a chunk's payload, not yet seen
         self._trailer = False  # the zero-size chunk was read: trailer section next
+        # False after a call that left nothing it could act on without more bytes:
+        # calling again before new bytes arrive would only return None (NEED_DATA).
+        self.ready = True
 
     def __call__(self, buf: ReceiveBuffer) -> h11.Data | h11.EndOfMessage | None:
         if self._trailer:
@@ -53,7 +56,8 @@ class BatchChunkedReader:
                 piece = data[pos : pos + len(self._discard)]
                 if piece != self._discard[: len(piece)]:
                     if out:
-                        break  # hand on what came before; the next call raises
+                        self.ready = True
+                        return self._consumed(buf, pos, out)  # the next call raises
                     raise h11.LocalProtocolError(
                         f"malformed chunk footer: {bytes(piece)!r} (expected {self._discard!r})")
                 pos += len(piece)
@@ -71,7 +75,8 @@ class BatchChunkedReader:
                     match = chunk_header_re.fullmatch(line)
                     if match is None:
                         if out:
-                            break  # hand on what came before; the next call raises
+                            self.ready = True
+                            return self._consumed(buf, pos, out)  # the next call raises
                         raise h11.LocalProtocolError(f"illegal chunk header: {bytes(line)!r}")
                     size = int(match["chunk_size"], base=16)
                 pos = eol + 2
@@ -90,8 +95,12 @@ class BatchChunkedReader:
                     pos += 2
                 else:
                     self._discard = _CRLF
+        self.ready = self._trailer
+        return self._consumed(buf, pos, out)
+
+    def _consumed(self, buf: ReceiveBuffer, pos: int, out: list[bytearray]) -> h11.Data | h11.EndOfMessage | None:
         if pos:
-            del data[:pos]
+            del buf._data[:pos]
             buf._next_line_search = 0
             buf._multiple_lines_search = 0
         if out:
@@ -112,13 +121,17 @@ class BatchChunkedReader:
             "peer closed connection without sending complete message body (incomplete chunked read)")
 
 
-def install(conn: h11.Connection) -> None:
+def install(conn: h11.Connection) -> BatchChunkedReader | None:
     """Use :class:`BatchChunkedReader` for the response body h11 is about to read.
 
-    Call right after ``next_event()`` returned the ``Response``; a no-op unless
-    h11 chose its chunked reader for this body and has read none of it yet.
+    Call right after ``next_event()`` returned the ``Response``; returns the
+    reader, or None (nothing changed) unless h11 chose its chunked reader for
+    this body and has read none of it yet.
     """
     reader = conn._reader
     if type(reader) is ChunkedReader and reader._bytes_in_chunk == 0 and not reader._bytes_to_discard \
             and not reader._reading_trailer:
-        conn._reader = BatchChunkedReader()
+        batch = BatchChunkedReader()
+        conn._reader = batch
+        return batch
+    return None

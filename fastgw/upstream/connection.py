@@ -32,6 +32,7 @@ from h11._headers import Headers, normalize_and_validate
 from httpcore._async.http11 import HTTPConnectionState
 
 from fastgw.upstream.backend import AsyncioStream
+from fastgw.upstream.chunked import BatchChunkedReader
 from fastgw.upstream.chunked import install as install_batch_reader
 
 READ_SIZE = 64 * 1024
@@ -73,6 +74,8 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
     _network_stream: AsyncioStream
     # The last next_chunk() also consumed the body's end: the next call returns None.
     _body_done = False
+    # The chunked body's reader (fastgw.upstream.chunked), when it was installed.
+    _batch: BatchChunkedReader | None = None
 
     async def start(
         self,
@@ -94,6 +97,7 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
             raise httpcore.ConnectionNotAvailable()
         self._request_count += 1
         self._body_done = False
+        self._batch = None
         self._state = _ACTIVE
         self._expire_at = None
         h = self._h11_state
@@ -117,7 +121,7 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
             while True:
                 event = await self._next_event()
                 if type(event) is h11.Response:
-                    install_batch_reader(h)
+                    self._batch = install_batch_reader(h)
                     # Lowercased names (h11 normalised them), as ASGI wants them.
                     return event.status_code, list(event.headers)
         except BaseException:
@@ -150,7 +154,11 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
         if self._body_done:
             self._body_done = False
             return None
+        batch = self._batch
         try:
+            if batch is not None and not batch.ready:
+                # The chunked reader consumed all it could: only new bytes can help.
+                h.receive_data(await self._network_stream.read(READ_SIZE))
             while True:
                 event = h.next_event()
                 if event is _NEED_DATA:
@@ -159,6 +167,8 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
                 if type(event) is not _Data:
                     return None  # EndOfMessage (or PAUSED after it)
                 data: bytes = event.data  # type: ignore[union-attr]
+                if batch is not None and not batch.ready:
+                    return data  # one event held everything that had arrived
                 parts: list[bytes] | None = None
                 while True:
                     try:
