@@ -1,6 +1,7 @@
 """``python -m bench``: the scenario matrix; ``python -m bench compare A.json B.json``;
 ``python -m bench report RESULT.json``: re-render a result (table, chart);
-``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request."""
+``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request;
+``python -m bench floor``: the design card's own cost (granian hello, a bare h11 relay) beside fastgw."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _ints(s: str) -> list[int]:
 
 def matrix_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="fastgw benchmark matrix: direct-to-mock vs "
-                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | report R.json | ceiling")
+                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | report R.json | ceiling | floor")
     p.add_argument("--quick", action="store_true", help="smoke preset: short runs, one repeat, c=16")
     p.add_argument("--concurrency", type=_ints, default=None, help="comma list (default 1,64)")
     p.add_argument("--workers", type=_ints, default=None, help="gateway worker counts, comma list (default 1)")
@@ -107,6 +108,23 @@ def run_ceiling(argv: list[str]) -> int:
     return 0
 
 
+def run_floor(argv: list[str]) -> int:
+    from bench.floor import measure, render
+
+    p = argparse.ArgumentParser(prog="python -m bench floor",
+                                description="CPU per request of granian ASGI hello, a bare h11 relay and fastgw")
+    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    a = p.parse_args(argv)
+    rows = measure(a.duration, a.concurrency, a.rounds)
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+    print(render(rows))
+    return 0
+
+
 def run_report(argv: list[str]) -> int:
     from bench.report import chart, render_text
 
@@ -127,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_compare(argv[1:])
     if argv and argv[0] == "report":
         return run_report(argv[1:])
+    if argv and argv[0] == "floor":
+        return run_floor(argv[1:])
     if argv and argv[0] == "ceiling":
         return run_ceiling(argv[1:])
     return run_matrix(argv)

@@ -159,3 +159,16 @@ def test_corrupted_wire_fails_or_ends_exactly_as_h11(chunks: list[bytes], at: in
     at %= len(body) + 1
     _same(HEAD + body[:at] + junk + body[at:], cuts)
     _same(HEAD + body[:at], cuts, eof=True)
+
+
+def test_an_h11_without_the_expected_internals_keeps_its_own_reader(monkeypatch) -> None:
+    import fastgw.upstream.chunked as chunked
+
+    assert chunked.SUPPORTED  # the pinned h11 fits
+    monkeypatch.setattr(chunked, "SUPPORTED", False)
+    conn = _client()
+    conn.receive_data(HEAD + _chunked([b"data: 1\n\n", b"data: 2\n\n"]))
+    conn.next_event()
+    assert install(conn) is None and type(conn._reader) is not BatchChunkedReader
+    events = [conn.next_event() for _ in range(3)]
+    assert [type(e) for e in events] == [h11.Data, h11.Data, h11.EndOfMessage]

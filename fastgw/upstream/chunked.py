@@ -24,8 +24,12 @@ read; only a fresh ``ChunkedReader`` (nothing of the body consumed) is replaced.
 from __future__ import annotations
 
 import h11
-from h11._readers import ChunkedReader, _decode_header_lines, chunk_header_re
-from h11._receivebuffer import ReceiveBuffer
+
+try:
+    from h11._readers import ChunkedReader, _decode_header_lines, chunk_header_re
+    from h11._receivebuffer import ReceiveBuffer
+except ImportError:  # pragma: no cover - an h11 that moved its internals: keep its own reader
+    ChunkedReader = _decode_header_lines = chunk_header_re = ReceiveBuffer = None  # type: ignore[assignment,misc]
 
 _CRLF = b"\r\n"
 _HEX = b"0123456789abcdefABCDEF"
@@ -121,6 +125,22 @@ class BatchChunkedReader:
             "peer closed connection without sending complete message body (incomplete chunked read)")
 
 
+def _h11_fits() -> bool:
+    """Whether this h11 has the internals the reader relies on (its version is >= 0.16,
+    unpinned for users: a later release may move them, and then h11's reader is kept)."""
+    if ReceiveBuffer is None:
+        return False
+    buf = ReceiveBuffer()
+    reader = ChunkedReader()
+    return (isinstance(getattr(buf, "_data", None), bytearray)
+            and all(hasattr(buf, a) for a in ("_next_line_search", "_multiple_lines_search", "maybe_extract_lines"))
+            and all(hasattr(reader, a) for a in ("_bytes_in_chunk", "_bytes_to_discard", "_reading_trailer"))
+            and hasattr(h11.Connection(h11.CLIENT), "_reader"))
+
+
+SUPPORTED = _h11_fits()
+
+
 def install(conn: h11.Connection) -> BatchChunkedReader | None:
     """Use :class:`BatchChunkedReader` for the response body h11 is about to read.
 
@@ -128,6 +148,8 @@ def install(conn: h11.Connection) -> BatchChunkedReader | None:
     reader, or None (nothing changed) unless h11 chose its chunked reader for
     this body and has read none of it yet.
     """
+    if not SUPPORTED:
+        return None
     reader = conn._reader
     if type(reader) is ChunkedReader and reader._bytes_in_chunk == 0 and not reader._bytes_to_discard \
             and not reader._reading_trailer:
