@@ -173,10 +173,14 @@ def gateway_config(mock_port: int, translated: bool = True, controls: str = "def
 
 
 def default_gateway_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "fastgw"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "import sys; from fastgw.cli import main; sys.exit(main())"]
+    """``fastgw`` beside this interpreter, else the checkout's ``.venv`` one (a script run
+    with the system python), else this checkout's package on this interpreter."""
+    root = Path(__file__).resolve().parent.parent
+    for exe in (Path(sys.executable).parent / "fastgw", root / ".venv" / "bin" / "fastgw"):
+        if exe.exists():
+            return [str(exe)]
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r}); from fastgw.cli import main; "
+                                  "sys.exit(main())"]
 
 
 class GatewayProc:

@@ -70,3 +70,21 @@ def test_matrix_with_all_controls_uses_a_virtual_key(tmp_path: Path) -> None:
         g = by[(name, "gateway")]
         # A wrong key would be refused (401): every request went through with the virtual key.
         assert g["rps"] > 0 and g["errors"] == 0, g
+
+
+def test_gateway_cmd_found_from_an_interpreter_without_fastgw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/soak run with the system python still finds a fastgw to launch."""
+    import sys
+
+    from bench import gateway
+
+    root = Path(gateway.__file__).resolve().parent.parent
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))  # no fastgw beside it
+    cmd = gateway.default_gateway_cmd()
+    if (root / ".venv" / "bin" / "fastgw").exists():
+        assert cmd == [str(root / ".venv" / "bin" / "fastgw")]
+    else:
+        assert cmd[0] == str(tmp_path / "python3") and repr(str(root)) in cmd[2]
+    monkeypatch.setattr(gateway.Path, "exists", lambda self: False)
+    cmd = gateway.default_gateway_cmd()
+    assert cmd[:2] == [str(tmp_path / "python3"), "-c"] and repr(str(root)) in cmd[2]
