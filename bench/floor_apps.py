@@ -10,8 +10,10 @@
 
 ``python -m bench floor`` meters them beside ``fastgw serve`` on the same mock and load.
 Run one directly with ``python -m bench.floor_apps hello|relay serve --host H --port P``
-(the upstream port comes from ``FLOOR_UPSTREAM_PORT``); the argument shape matches
-``fastgw serve`` so :class:`bench.gateway.GatewayProc` can launch it.
+(the upstream port comes from ``FLOOR_UPSTREAM_PORT``, else from the first loopback
+``base_url`` in ``--config``); the argument shape matches ``fastgw serve``, so the matrix can
+run the floor in the gateway's place:
+``python -m bench --gateway-cmd "python -m bench.floor_apps relay" --scenarios paced_stream``.
 """
 
 from __future__ import annotations
@@ -114,6 +116,14 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     opts = dict(zip(args[1::2], args[2::2], strict=False))
+    if "FLOOR_UPSTREAM_PORT" not in os.environ and "--config" in opts:
+        # Launched by ``python -m bench --gateway-cmd``: relay to the mock its config names.
+        import re
+        from pathlib import Path
+
+        found = re.search(r"base_url:\s*http://127\.0\.0\.1:(\d+)", Path(opts["--config"]).read_text())
+        if found:
+            os.environ["FLOOR_UPSTREAM_PORT"] = found.group(1)
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
 
