@@ -327,6 +327,20 @@ class RequestLogger:
 # -- queries (admin API) ------------------------------------------------------------
 
 
+def _time_window(where: list[str], params: list[Any], since: float | None, until: float | None) -> None:
+    """Add the clauses for ``since <= ts < until`` (each bound only when given)."""
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        params.append(until)
+
+
+def _where_sql(where: list[str]) -> str:
+    return " WHERE " + " AND ".join(where) if where else ""
+
+
 async def query_logs(
     store: Store,
     *,
@@ -354,16 +368,8 @@ async def query_logs(
     if key is not None:
         where.append("(key_id = ? OR key_name = ?)")
         params += [key, key]
-    if since is not None:
-        where.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("ts < ?")
-        params.append(until)
-    sql = f"SELECT {', '.join(_LIST_COLS)} FROM request_log"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
+    _time_window(where, params, since, until)
+    sql = f"SELECT {', '.join(_LIST_COLS)} FROM request_log{_where_sql(where)} ORDER BY id DESC LIMIT ?"
     rows = await store.fetchall(sql, (*params, limit))
     out = [_as_dict(_LIST_COLS, r) for r in rows]
     nxt = str(out[-1]["id"]) if len(out) == limit else None
@@ -418,21 +424,14 @@ async def usage_summary(
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
     where: list[str] = []
     params: list[Any] = []
-    if since is not None:
-        where.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("ts < ?")
-        params.append(until)
+    _time_window(where, params, since, until)
     sql = (
         f"SELECT {col}, MAX(key_name), COUNT(*), "
         "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), "
         "SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(reasoning_tokens), "
         "SUM(cost_usd), COUNT(*) - COUNT(cost_usd), AVG(total_ms) FROM request_log"
+        f"{_where_sql(where)} GROUP BY {col} ORDER BY {col}"
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" GROUP BY {col} ORDER BY {col}"
     out = []
     for r in await store.fetchall(sql, params):
         d: dict[str, Any] = {
