@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,7 @@ def measure(duration: float = 4.0, concurrency: int = 64, rounds: int = 2,
                         reqs = [P.openai_request(f"127.0.0.1:{gw.port}", "chat", OPENAI_MODEL, stream)]
                         spec = LoadSpec("127.0.0.1", gw.port, reqs, concurrency=concurrency, duration=duration,
                                         warmup=0.5)
-                        run_load(LoadSpec("127.0.0.1", gw.port, reqs, concurrency=concurrency, duration=0.5,
-                                          warmup=0.0))  # warm the server before metering it
+                        run_load(replace(spec, duration=0.5, warmup=0.0))  # warm the server before metering it
                         meter = TreeMeter(gw.pid).start()
                         res = run_load(spec)
                         m = meter.stop()

@@ -67,13 +67,16 @@ class Relay:
     def __init__(self) -> None:
         self.pool: Any = None
         self.fixed: Any = None
+        self.with_content_length: Any = None
 
     def _startup(self) -> None:
         import httpcore
 
         from fastgw.upstream.backend import AsyncioBackend
-        from fastgw.upstream.connection import prevalidate
+        from fastgw.upstream.connection import prevalidate, with_content_length
         from fastgw.upstream.pool import Pool
+
+        self.with_content_length = with_content_length  # imported once, not per request
 
         port = int(os.environ["FLOOR_UPSTREAM_PORT"])
         self.pool = Pool(httpcore.Origin(b"http", b"127.0.0.1", port), backend=AsyncioBackend(),
@@ -84,8 +87,6 @@ class Relay:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send, self._startup)
             return
-        from fastgw.upstream.connection import with_content_length
-
         body = await _read_body(receive)
         if scope["method"] != "POST":
             await send({"type": "http.response.start", "status": 200, "headers": _JSON})
@@ -94,7 +95,7 @@ class Relay:
         conn = await self.pool.acquire()
         try:
             status, headers = await conn.http.start(b"POST", scope["raw_path"],
-                                                    with_content_length(self.fixed, len(body)), body)
+                                                    self.with_content_length(self.fixed, len(body)), body)
             await send({"type": "http.response.start", "status": status,
                         "headers": [h for h in headers if h[0] == b"content-type"]})
             while (chunk := await conn.http.next_chunk()) is not None:

@@ -23,6 +23,8 @@ read; only a fresh ``ChunkedReader`` (nothing of the body consumed) is replaced.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import h11
 
 try:
@@ -120,7 +122,7 @@ class BatchChunkedReader:
             return None
         return h11.EndOfMessage(headers=list(_decode_header_lines(lines)))
 
-    def read_eof(self) -> h11.Data:
+    def read_eof(self) -> NoReturn:
         raise h11.RemoteProtocolError(
             "peer closed connection without sending complete message body (incomplete chunked read)")
 
