@@ -4,17 +4,20 @@ Modules, one concept each:
 
 * :mod:`~fastgw.translate.sse` -- incremental SSE parser and encoders (``DONE``).
 * :mod:`~fastgw.translate.errors` -- :class:`TranslationError` and the OpenAI error envelope.
-* :mod:`~fastgw.translate.chunks` -- OpenAI ``chat.completion(.chunk)`` builders and :class:`Usage`.
+* :mod:`~fastgw.translate.chunks` -- OpenAI ``chat.completion(.chunk)`` and usage builders.
 * :mod:`~fastgw.translate.anthropic` (+ ``anthropic_request``) -- Anthropic Messages.
 * :mod:`~fastgw.translate.gemini` (+ ``gemini_request``, ``jsonarray``) -- Google Gemini API.
 * :mod:`~fastgw.translate.responses` (+ ``responses_stream``) -- the Responses API over chat.
 
 The provider modules share one interface: ``build_request``, ``translate_response``,
 ``StreamTranslator(model=..., include_usage=...)`` with ``feed`` / ``close`` /
-``finished`` / ``complete`` / ``error`` / ``usage``, and ``translate_error``.
+``finished`` / ``complete`` / ``error`` / ``usage``, ``translate_error``, and
+``usage_of`` / ``response_usage`` (the provider's usage as :class:`fastgw.tokens.Usage`,
+which this package re-exports as ``Usage``).
 """
 
-from .chunks import Usage
+from fastgw.tokens import Usage
+
 from .errors import TranslationError
 
 __all__ = ["TranslationError", "Usage"]

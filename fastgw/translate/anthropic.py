@@ -55,8 +55,10 @@ from typing import Any
 
 import msgspec
 
+from fastgw.tokens import Usage
+
 from .anthropic_request import build_request
-from .chunks import ChunkWriter, Usage, completion, completion_id, message, tool_call
+from .chunks import ChunkWriter, completion, completion_id, message, tool_call
 from .errors import TranslationError, error_object, scrub
 from .sse import DONE, SSEParser
 
@@ -65,6 +67,7 @@ __all__ = [
     "TranslationError",
     "build_request",
     "finish_reason",
+    "response_usage",
     "translate_error",
     "translate_response",
     "usage_of",
@@ -127,7 +130,20 @@ def usage_of(u: dict[str, Any] | None, into: Usage | None = None) -> Usage:
     details = u.get("output_tokens_details")
     if isinstance(details, dict) and "thinking_tokens" in details:
         usage.reasoning_tokens = int(details.get("thinking_tokens") or 0)
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return usage
+
+
+class _UsageOnly(msgspec.Struct):
+    usage: dict[str, Any] | None = None
+
+
+_decode_usage_only = msgspec.json.Decoder(_UsageOnly).decode
+
+
+def response_usage(data: bytes) -> Usage:
+    """The :class:`Usage` of a Messages API JSON body (zeros when it has none)."""
+    return usage_of(_decode_usage_only(data).usage)
 
 
 def translate_response(data: bytes, *, model: str) -> bytes:

@@ -2,9 +2,7 @@
 
 Contract:
 
-* :class:`Usage` is the provider-neutral token account (``prompt_tokens``,
-  ``completion_tokens``, ``cached_tokens``, ``cache_write_tokens``,
-  ``reasoning_tokens``); :meth:`Usage.to_openai` renders OpenAI's
+* :func:`usage_json` renders a :class:`fastgw.tokens.Usage` as OpenAI's
   ``CompletionUsage`` (``prompt_tokens_details.cached_tokens``,
   ``completion_tokens_details.reasoning_tokens``, and, when non-zero,
   ``prompt_tokens_details.cache_write_tokens`` plus the Anthropic-named alias
@@ -26,7 +24,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["ChunkWriter", "Usage", "completion", "completion_id", "new_call_id"]
+from fastgw.tokens import Usage
+
+__all__ = ["ChunkWriter", "completion", "completion_id", "message", "new_call_id", "tool_call", "usage_json"]
 
 _enc = msgspec.json.Encoder()
 encode = _enc.encode
@@ -42,31 +42,19 @@ def completion_id(provider_id: str | None) -> str:
     return "chatcmpl-" + (provider_id or os.urandom(12).hex())
 
 
-class Usage(msgspec.Struct):
-    """Token usage in OpenAI terms (see the provider modules for how each maps)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def to_openai(self) -> dict[str, Any]:
-        prompt_details: dict[str, int] = {"cached_tokens": self.cached_tokens}
-        if self.cache_write_tokens:
-            prompt_details["cache_write_tokens"] = self.cache_write_tokens
-            prompt_details["cache_creation_input_tokens"] = self.cache_write_tokens
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "prompt_tokens_details": prompt_details,
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        }
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """``usage`` as OpenAI's ``CompletionUsage`` object; see the module docstring."""
+    prompt_details: dict[str, int] = {"cached_tokens": usage.cached_tokens}
+    if usage.cache_write_tokens:
+        prompt_details["cache_write_tokens"] = usage.cache_write_tokens
+        prompt_details["cache_creation_input_tokens"] = usage.cache_write_tokens
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": prompt_details,
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
 
 
 class ChunkWriter:
@@ -138,7 +126,7 @@ class ChunkWriter:
         return self.delta({}, index, reason)
 
     def usage_chunk(self, usage: Usage) -> bytes:
-        return self._head() + b'[],"usage":' + encode(usage.to_openai()) + b"}\n\n"
+        return self._head() + b'[],"usage":' + encode(usage_json(usage)) + b"}\n\n"
 
 
 def completion(
@@ -158,7 +146,7 @@ def completion(
         "choices": choices,
     }
     if usage is not None:
-        body["usage"] = usage.to_openai()
+        body["usage"] = usage_json(usage)
     return encode(body)
 
 

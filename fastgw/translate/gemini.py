@@ -56,7 +56,9 @@ from typing import Any
 
 import msgspec
 
-from .chunks import ChunkWriter, Usage, completion, completion_id, message, new_call_id, tool_call
+from fastgw.tokens import Usage
+
+from .chunks import ChunkWriter, completion, completion_id, message, new_call_id, tool_call
 from .errors import TranslationError, error_object, scrub
 from .gemini_request import SIGNATURE_SEP, build_embeddings_request, build_request
 from .jsonarray import JSONArrayParser
@@ -67,6 +69,7 @@ __all__ = [
     "TranslationError",
     "build_embeddings_request",
     "build_request",
+    "response_usage",
     "translate_embeddings_response",
     "translate_error",
     "translate_response",
@@ -136,7 +139,21 @@ def usage_of(meta: dict[str, Any] | None, into: Usage | None = None) -> Usage:
     usage.completion_tokens = int(meta.get("candidatesTokenCount") or 0) + thoughts
     usage.reasoning_tokens = thoughts
     usage.cached_tokens = int(meta.get("cachedContentTokenCount") or 0)
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return usage
+
+
+class _UsageOnly(msgspec.Struct):
+    usageMetadata: dict[str, Any] | None = None  # Gemini's field name
+
+
+_decode_usage_only = msgspec.json.Decoder(_UsageOnly).decode
+
+
+def response_usage(data: bytes) -> Usage:
+    """The :class:`Usage` of a ``GenerateContentResponse`` or ``batchEmbedContents``
+    JSON body (zeros when it has no ``usageMetadata``)."""
+    return usage_of(_decode_usage_only(data).usageMetadata)
 
 
 def _call_id(part: dict[str, Any], fc: dict[str, Any]) -> str:
