@@ -1,11 +1,23 @@
-"""Provider wire formats for the mock upstream, built once per knob combination.
+"""Provider wire formats: the one place that writes them, for the mock upstream and the tests.
 
-Each builder returns a :class:`Reply`: either a complete JSON body, or a stream split into
-prefix events, one event per content chunk, and suffix events (already SSE-framed bytes).
-The shapes follow the providers' documented formats: OpenAI chat completions (JSON and
-``data:`` chunks ending in ``data: [DONE]``), the Responses API (``event:``/``data:`` pairs),
-embeddings, Anthropic Messages (message_start ... message_stop) and Gemini generateContent /
-streamGenerateContent?alt=sse (``\\r\\n\\r\\n`` framing, as Gemini sends it).
+The mock upstream's builders (:func:`openai_chat`, :func:`openai_responses`,
+:func:`openai_embeddings`, :func:`anthropic_messages`, :func:`gemini_generate`,
+:func:`error_reply`) return a :class:`Reply`, encoded once per knob combination: either a
+complete JSON body, or a stream split into prefix events, one event per content chunk, and suffix
+events (already SSE-framed bytes).
+
+The scripted builders replay a list of steps (text, thinking, tool calls) in a provider's exact
+bytes, for the translation tests and their test upstream: :func:`anthropic_json` /
+:func:`anthropic_sse` (``message_start`` ... ``message_stop``, with ``ping`` and Anthropic's
+padded ``data:`` lines), :func:`gemini_json` / :func:`gemini_sse` (``data: ...\\r\\n\\r\\n``
+framing, cumulative ``usageMetadata``), :func:`anthropic_error`, :func:`anthropic_error_event`
+(a mid-stream ``event: error``) and :func:`gemini_error`. The mock's Anthropic and Gemini replies
+are built from them.
+
+The shapes follow the providers' documented formats and the recordings in the conformance corpus:
+OpenAI chat completions (JSON and ``data:`` chunks ending in ``data: [DONE]``), the Responses API
+(``event:``/``data:`` pairs), embeddings, Anthropic Messages and Gemini generateContent /
+streamGenerateContent?alt=sse.
 """
 
 from __future__ import annotations
@@ -217,78 +229,304 @@ def openai_embeddings(model: str, inputs: int, dims: int) -> Reply:
     return Reply(body=json.dumps(body, indent=2).encode())
 
 
+# ---------------------------------------------------------------- scripted replies
+# A *script* is a list of steps: ``("text", "Hello")`` (assistant text), ``("thinking", "Let me
+# think")`` (reasoning text), ``("tool", "get_weather", {"city": "Paris"})`` (a function call; an
+# id may follow as a 4th element). A text or thinking step's value may also be a list of strings:
+# its pieces, one stream delta (Anthropic) or chunk (Gemini) each, instead of cutting it every
+# ``piece`` characters.
+Step = tuple[Any, ...]
+
+
+def _full(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _pieces(value: str | list[str], size: int) -> list[str]:
+    if not isinstance(value, str):
+        return list(value) or [""]
+    return [value[i : i + size] for i in range(0, len(value), size)] or [""]
+
+
+def _tool_id(step: Step, n: int) -> str:
+    return str(step[3]) if len(step) > 3 else f"toolu_{n:024d}"
+
+
+def _stop_reason(script: list[Step], stop_reason: str | None) -> str:
+    return stop_reason or ("tool_use" if any(s[0] == "tool" for s in script) else "end_turn")
+
+
 # ---------------------------------------------------------------- Anthropic Messages
-def anthropic_messages(model: str, stream: bool, chunks: int, chunk_size: int) -> Reply:
-    texts = chunk_texts(chunks, chunk_size)
-    mid = "msg_mock" + format(chunks * 1000 + chunk_size, "x")
-    if not stream:
-        body = {
-            "id": mid,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [{"type": "text", "text": "".join(texts)}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 12, "output_tokens": chunks},
-        }
-        return Reply(body=_c(body).encode())
+def anthropic_json(
+    script: list[Step],
+    *,
+    model: str = "claude-test",
+    stop_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    msg_id: str = "msg_test",
+) -> bytes:
+    """A Messages API response body."""
+    content: list[dict[str, Any]] = []
+    for n, step in enumerate(script):
+        if step[0] == "text":
+            content.append({"type": "text", "text": _full(step[1])})
+        elif step[0] == "thinking":
+            content.append({"type": "thinking", "thinking": _full(step[1]), "signature": "c2ln"})
+        elif step[0] == "tool":
+            content.append({"type": "tool_use", "id": _tool_id(step, n), "name": step[1], "input": step[2]})
+    body = {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": _stop_reason(script, stop_reason),
+        "stop_sequence": None,
+        "usage": usage or {"input_tokens": 10, "output_tokens": 5},
+    }
+    return _c(body).encode()
+
+
+def _anthropic_event(kind: str, payload: dict[str, Any], pad: int = 0) -> bytes:
+    """One event; ``pad`` spaces before the closing brace, as Anthropic pads its ``data:`` lines."""
+    data = _c(payload)
+    if pad:
+        data = data[:-1] + " " * pad + "}"
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+def anthropic_sse_events(
+    script: list[Step],
+    *,
+    model: str = "claude-test",
+    stop_reason: str | None = None,
+    input_usage: dict[str, Any] | None = None,
+    output_tokens: int = 5,
+    msg_id: str = "msg_test",
+    piece: int = 4,
+    end: bool = True,
+) -> list[bytes]:
+    """A Messages event stream, one item per event: ``message_start``, the first block's
+    ``content_block_start``, ``ping`` (where Anthropic sends it), the blocks' deltas (text and
+    tool input cut every ``piece`` characters), ``message_delta``, ``message_stop``.
+    ``end=False`` stops after the content (a truncated stream)."""
+    usage = dict(
+        input_usage or {"input_tokens": 10, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    )
+    usage["output_tokens"] = 1
     start = {
         "type": "message_start",
         "message": {
-            "id": mid,
+            "id": msg_id,
             "type": "message",
             "role": "assistant",
             "model": model,
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 12, "output_tokens": 1},
+            "usage": usage,
         },
     }
-    prefix = [
-        _sse_event("message_start", start),
-        _sse_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        _sse_event("ping", None, raw='{"type": "ping"}'),
-    ]
-    content = [
-        _sse_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
-        for t in texts
-    ]
-    suffix = [
-        _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse_event(
+    out = [_anthropic_event("message_start", start, 3)]
+    for n, step in enumerate(script):
+        kind = step[0]
+        if kind == "text":
+            block: dict[str, Any] = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": p} for p in _pieces(step[1], piece)]
+        elif kind == "thinking":
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [{"type": "thinking_delta", "thinking": p} for p in _pieces(step[1], piece)]
+            deltas.append({"type": "signature_delta", "signature": "c2lnbmF0dXJl"})
+        else:
+            block = {"type": "tool_use", "id": _tool_id(step, n), "name": step[1], "input": {}}
+            args = _c(step[2]) if step[2] else ""
+            deltas = [{"type": "input_json_delta", "partial_json": ""}]
+            deltas += [{"type": "input_json_delta", "partial_json": p} for p in _pieces(args, piece) if p]
+        out.append(
+            _anthropic_event(
+                "content_block_start", {"type": "content_block_start", "index": n, "content_block": block}, 5
+            )
+        )
+        if n == 0:
+            out.append(_PING)
+        for d in deltas:
+            out.append(
+                _anthropic_event("content_block_delta", {"type": "content_block_delta", "index": n, "delta": d}, 2)
+            )
+        out.append(_anthropic_event("content_block_stop", {"type": "content_block_stop", "index": n}, 1))
+    if not script:
+        out.append(_PING)
+    if not end:
+        return out
+    final_usage = dict(usage)
+    final_usage["output_tokens"] = output_tokens
+    out.append(
+        _anthropic_event(
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": chunks}},
-        ),
-        _sse_event("message_stop", {"type": "message_stop"}),
-    ]
-    return Reply(content_type=b"text/event-stream; charset=utf-8", prefix=prefix, content=content, suffix=suffix, stream=True)
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _stop_reason(script, stop_reason), "stop_sequence": None},
+                "usage": final_usage,
+            },
+        )
+    )
+    out.append(_anthropic_event("message_stop", {"type": "message_stop"}, 3))
+    return out
+
+
+def anthropic_sse(script: list[Step], **kw: Any) -> bytes:
+    """:func:`anthropic_sse_events` as one body."""
+    return b"".join(anthropic_sse_events(script, **kw))
+
+
+def anthropic_error(err_type: str, message: str) -> bytes:
+    """An error response body."""
+    return _c({"type": "error", "error": {"type": err_type, "message": message}, "request_id": "req_test"}).encode()
+
+
+def anthropic_error_event(err_type: str = "overloaded_error", message: str = "Overloaded") -> bytes:
+    """A mid-stream ``event: error``."""
+    return _anthropic_event(
+        "error", {"type": "error", "error": {"details": None, "type": err_type, "message": message}}, 1
+    )
+
+
+def _split(events: list[bytes], is_content: Any) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(prefix, content, suffix): the events before the first content event, the content events
+    (from the first to the last), and the rest."""
+    idx = [i for i, e in enumerate(events) if is_content(e)]
+    return events[: idx[0]], events[idx[0] : idx[-1] + 1], events[idx[-1] + 1 :]
+
+
+def anthropic_messages(model: str, stream: bool, chunks: int, chunk_size: int) -> Reply:
+    """The mock's Messages reply: one text block of ``chunks`` deltas."""
+    script: list[Step] = [("text", chunk_texts(chunks, chunk_size))]
+    mid = "msg_mock" + format(chunks * 1000 + chunk_size, "x")
+    if not stream:
+        usage = {"input_tokens": 12, "output_tokens": chunks}
+        return Reply(body=anthropic_json(script, model=model, usage=usage, msg_id=mid))
+    events = anthropic_sse_events(
+        script, model=model, msg_id=mid, output_tokens=chunks,
+        input_usage={"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    )
+    prefix, content, suffix = _split(events, lambda e: e.startswith(b"event: content_block_delta\n"))
+    return Reply(content_type=SSE_CT, prefix=prefix, content=content, suffix=suffix, stream=True)
 
 
 # ---------------------------------------------------------------- Gemini
-def _gemini_chunk(model: str, text: str, finish: bool, out_tokens: int) -> dict[str, Any]:
-    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
-    if finish:
-        cand["finishReason"] = "STOP"
-    cand["index"] = 0
-    usage: dict[str, Any] = {"promptTokenCount": 12, "totalTokenCount": 12 + out_tokens}
-    if out_tokens:
-        usage = {"promptTokenCount": 12, "candidatesTokenCount": out_tokens, "totalTokenCount": 12 + out_tokens}
-    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": 12}]
-    return {"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": "mockResp01"}
+def _gemini_parts(script: list[Step]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for step in script:
+        if step[0] == "text":
+            parts.append({"text": _full(step[1])})
+        elif step[0] == "thinking":
+            parts.append({"text": _full(step[1]), "thought": True})
+        elif step[0] == "tool":
+            call: dict[str, Any] = {"name": step[1], "args": step[2]}
+            if len(step) > 3:
+                call["id"] = step[3]
+            parts.append({"functionCall": call})
+    return parts
+
+
+def _gemini_usage(prompt: int, candidates: int | None, thoughts: int | None) -> dict[str, Any]:
+    usage: dict[str, Any] = {"promptTokenCount": prompt}
+    total = prompt
+    if candidates is not None:
+        usage["candidatesTokenCount"] = candidates
+        total += candidates
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+        total += thoughts
+    usage["totalTokenCount"] = total
+    return usage
+
+
+def gemini_json(
+    script: list[Step],
+    *,
+    model: str = "gemini-test",
+    finish_reason: str = "STOP",
+    prompt_tokens: int = 10,
+    candidates_tokens: int = 5,
+    thoughts_tokens: int | None = None,
+    response_id: str = "resp_test",
+) -> bytes:
+    """A ``GenerateContentResponse`` body."""
+    body = {
+        "candidates": [
+            {
+                "content": {"parts": _gemini_parts(script), "role": "model"},
+                "finishReason": finish_reason,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": _gemini_usage(prompt_tokens, candidates_tokens, thoughts_tokens),
+        "modelVersion": model,
+        "responseId": response_id,
+    }
+    return _c(body).encode()
+
+
+def gemini_sse_events(
+    script: list[Step],
+    *,
+    model: str = "gemini-test",
+    finish_reason: str | None = "STOP",
+    prompt_tokens: int = 10,
+    candidates_tokens: int = 5,
+    thoughts_tokens: int | None = None,
+    response_id: str = "resp_test",
+    piece: int = 8,
+) -> list[bytes]:
+    """A ``streamGenerateContent?alt=sse`` stream, one item per ``data: ...\\r\\n\\r\\n`` event:
+    one chunk per text piece / function call, cumulative ``usageMetadata`` on every chunk, the
+    candidates count and ``finishReason`` on the last."""
+    chunks: list[list[dict[str, Any]]] = []
+    for step in script:
+        if step[0] in ("text", "thinking"):
+            for p in _pieces(step[1], piece):
+                chunks.append(_gemini_parts([(step[0], p)]))
+        else:
+            chunks.append(_gemini_parts([step]))
+    if not chunks:
+        chunks.append([{"text": ""}])
+    out = []
+    for i, parts in enumerate(chunks):
+        last = i == len(chunks) - 1
+        cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        if last and finish_reason:
+            cand["finishReason"] = finish_reason
+        body = {
+            "candidates": [cand],
+            "usageMetadata": _gemini_usage(prompt_tokens, candidates_tokens if last else None, thoughts_tokens),
+            "modelVersion": model,
+            "responseId": response_id,
+        }
+        out.append(b"data: " + _c(body).encode() + b"\r\n\r\n")
+    return out
+
+
+def gemini_sse(script: list[Step], **kw: Any) -> bytes:
+    """:func:`gemini_sse_events` as one body."""
+    return b"".join(gemini_sse_events(script, **kw))
+
+
+def gemini_error(code: int, status: str, message: str) -> bytes:
+    """An error response body."""
+    return _c({"error": {"code": code, "message": message, "status": status}}).encode()
 
 
 def gemini_generate(model: str, stream: bool, chunks: int, chunk_size: int) -> Reply:
-    texts = chunk_texts(chunks, chunk_size)
+    """The mock's Gemini reply: ``chunks`` text chunks."""
+    script: list[Step] = [("text", chunk_texts(chunks, chunk_size))]
+    kw: dict[str, Any] = {"model": model, "prompt_tokens": 12, "candidates_tokens": chunks, "response_id": "mockResp01"}
     if not stream:
-        return Reply(body=json.dumps(_gemini_chunk(model, "".join(texts), True, chunks), indent=2).encode())
-
-    def frame(obj: Any) -> bytes:
-        return b"data: " + json.dumps(obj, separators=(",", ": "), ensure_ascii=False).encode() + b"\r\n\r\n"
-
-    content = [frame(_gemini_chunk(model, t, i == chunks - 1, i + 1 if i == chunks - 1 else 0)) for i, t in enumerate(texts)]
-    return Reply(content_type=b"text/event-stream", content=content, stream=True)
+        return Reply(body=gemini_json(script, **kw))
+    return Reply(content_type=b"text/event-stream", content=gemini_sse_events(script, **kw), stream=True)
 
 
 # ---------------------------------------------------------------- errors
@@ -305,13 +543,12 @@ _GEM_ERR = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 429: "RESOURCE_EXHA
 
 
 def error_reply(kind: str, status: int) -> Reply:
+    """A provider-shaped error (``kind`` = openai, anthropic or gemini) with HTTP ``status``."""
     msg = f"mock upstream injected error ({status})"
     if kind == "anthropic":
-        body: Any = {"type": "error", "error": {"type": _ANTH_ERR.get(status, "api_error"), "message": msg}}
-        return Reply(status=status, body=_c(body).encode())
+        return Reply(status=status, body=anthropic_error(_ANTH_ERR.get(status, "api_error"), msg))
     if kind == "gemini":
-        body = {"error": {"code": status, "message": msg, "status": _GEM_ERR.get(status, "INTERNAL")}}
-        return Reply(status=status, body=json.dumps(body, indent=2).encode())
+        return Reply(status=status, body=gemini_error(status, _GEM_ERR.get(status, "INTERNAL"), msg))
     etype, code = _OPENAI_ERR.get(status, ("server_error", None))
     body = {"error": {"message": msg, "type": etype, "param": None, "code": code}}
     return Reply(status=status, body=json.dumps(body, indent=2).encode())

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from chat_stream import accumulate, events
-from mock_providers import anthropic_error, anthropic_error_event, anthropic_json, anthropic_sse
 
+from bench.wire import anthropic_error, anthropic_error_event, anthropic_json, anthropic_sse
 from fastgw.translate import anthropic
 from fastgw.translate.errors import TranslationError
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from chat_stream import accumulate, events
-from mock_providers import gemini_error, gemini_json, gemini_sse
 
+from bench.wire import gemini_error, gemini_json, gemini_sse
 from fastgw.translate import gemini
 from fastgw.translate.errors import TranslationError
 

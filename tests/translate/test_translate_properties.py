@@ -8,8 +8,8 @@ from typing import Any
 from chat_stream import accumulate
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mock_providers import anthropic_json, anthropic_sse, gemini_json, gemini_sse
 
+from bench.wire import anthropic_json, anthropic_sse, gemini_json, gemini_sse
 from fastgw.translate import anthropic, gemini
 
 _text = st.text(min_size=1, max_size=30)

@@ -8,8 +8,8 @@ from typing import Any
 import conformance
 import pytest
 from chat_stream import accumulate
-from mock_providers import anthropic_error_event, anthropic_json, anthropic_sse, gemini_sse
 
+from bench.wire import anthropic_error_event, anthropic_json, anthropic_sse, gemini_sse
 from fastgw.translate import anthropic, gemini
 from fastgw.translate.errors import TranslationError
 from fastgw.translate.responses import ResponsesStreamTranslator, chat_to_responses, responses_to_chat
