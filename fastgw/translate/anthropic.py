@@ -58,9 +58,10 @@ import msgspec
 from fastgw.tokens import Usage
 
 from .anthropic_request import build_request
-from .chunks import ChunkWriter, completion, completion_id, message, tool_call
-from .errors import TranslationError, error_object, scrub
-from .sse import DONE, SSEParser
+from .chunks import completion, completion_id, message, tool_call
+from .errors import TranslationError, error_reply, provider_error
+from .sse import SSEEvent, SSEParser
+from .stream_base import ChatStream, sse_events
 
 __all__ = [
     "StreamTranslator",
@@ -207,6 +208,7 @@ def _error_mapping(status: int, err_type: str | None) -> tuple[int, str]:
 
 
 def _error_from(status: int, payload: Any) -> tuple[int, dict[str, Any]]:
+    """An Anthropic error body (decoded, or None) -> (client status, OpenAI error object)."""
     err = payload.get("error") if isinstance(payload, dict) else None
     err_type = err.get("type") if isinstance(err, dict) else None
     message_text = err.get("message") if isinstance(err, dict) else None
@@ -214,7 +216,7 @@ def _error_from(status: int, payload: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(message_text, str) or not message_text:
         message_text = f"Upstream provider returned HTTP {status}."
     code = err_type if isinstance(err_type, str) else None
-    return client_status, error_object(scrub(message_text), openai_type, None, code)
+    return client_status, provider_error(message_text, openai_type, code)
 
 
 def translate_error(status: int, data: bytes) -> tuple[int, bytes]:
@@ -224,12 +226,7 @@ def translate_error(status: int, data: bytes) -> tuple[int, bytes]:
     ``invalid_request_error`` -> 400; auth -> 401; permission -> 403; not found ->
     404; ``api_error`` -> 500 ``server_error``.  ``code`` is Anthropic's error type.
     """
-    try:
-        payload = _decode_any(data) if data else None
-    except msgspec.DecodeError:
-        payload = None
-    client_status, err = _error_from(status, payload)
-    return client_status, _encode({"error": err})
+    return error_reply(status, data, _error_from)
 
 
 class _Delta(msgspec.Struct):
@@ -255,49 +252,20 @@ _decode_event = msgspec.json.Decoder(_Event).decode
 _TEXT, _THINKING, _TOOL, _SKIP = 0, 1, 2, 3
 
 
-class StreamTranslator:
+class StreamTranslator(ChatStream[SSEEvent]):
     """Anthropic Messages SSE -> OpenAI chat chunk SSE; see the module docstring."""
 
     def __init__(self, *, model: str, include_usage: bool) -> None:
+        super().__init__(model=model, include_usage=include_usage)
         self._parser = SSEParser()
-        self._writer = ChunkWriter(model=model, include_usage=include_usage)
-        self.include_usage = include_usage
-        self.usage = Usage()
-        self.finished = False
-        self.complete = False  # the provider signalled message_stop
-        self.error: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self._started = False
         self._blocks: dict[int, tuple[int, int]] = {}  # block index -> (kind, tool call index)
         self._args_sent: dict[int, bool] = {}  # tool call index -> non-empty arguments sent
         self._tools = 0
 
-    @property
-    def id(self) -> str | None:
-        return self._writer.id
-
-    def feed(self, data: bytes) -> bytes:
-        if self.finished:
-            return b""
-        out: list[bytes] = []
-        for ev in self._parser.feed(data):
-            self._event(ev.event, ev.data, out)
-            if self.finished:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        if self.finished:
-            return b""
-        out: list[bytes] = []
-        for ev in self._parser.close():
-            self._event(ev.event, ev.data, out)
-            if self.finished:
-                return b"".join(out)
-        self._end(out)
-        return b"".join(out)
-
-    # -- internals -------------------------------------------------------------
+    def _payloads(self, data: bytes, closing: bool) -> list[SSEEvent]:
+        return sse_events(self._parser, data, closing)
 
     def _start(self, out: list[bytes]) -> None:
         if not self._started:
@@ -309,12 +277,10 @@ class StreamTranslator:
         if self.finish_reason is None:
             self.finish_reason = "tool_calls" if self._tools else "stop"
             out.append(self._writer.finish(self.finish_reason))
-        if self.include_usage:
-            out.append(self._writer.usage_chunk(self.usage))
-        out.append(DONE)
-        self.finished = True
+        self._done(out)
 
-    def _event(self, name: str | None, data: str, out: list[bytes]) -> None:
+    def _handle(self, event: SSEEvent, out: list[bytes]) -> None:
+        name, data = event.event, event.data
         try:
             ev = _decode_event(data)
         except msgspec.ValidationError:
@@ -354,11 +320,8 @@ class StreamTranslator:
         elif kind == "error":
             self._fail(ev.error, out)
 
-    def _fail(self, err: Any, out: list[bytes]) -> None:
-        _, obj = _error_from(500, {"error": err})
-        self.error = obj
-        out.append(b"data: " + _encode({"error": obj}) + b"\n\n")
-        self.finished = True
+    def _error(self, err: Any) -> dict[str, Any]:
+        return _error_from(500, {"error": err})[1]
 
     def _block_start(self, ev: _Event, out: list[bytes]) -> None:
         block = ev.content_block or {}

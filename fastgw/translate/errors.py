@@ -1,4 +1,4 @@
-"""Errors raised by the translators, and the OpenAI error envelope they produce.
+"""Translation-specific errors: what the translators raise, and provider error bodies in OpenAI terms.
 
 Contract:
 
@@ -7,10 +7,11 @@ Contract:
   caller did not ask to drop such parameters), or when the request is malformed in a
   way the translator notices.  It carries everything needed for an OpenAI error
   response: ``status`` (HTTP status for the client), ``message``, ``type``, ``param``
-  and ``code``.  :meth:`TranslationError.to_body` renders the envelope bytes.
-* :func:`error_body` renders ``{"error": {"message", "type", "param", "code"}}`` --
-  the shape of the OpenAI ``ErrorResponse`` schema (all four keys always present,
-  ``param``/``code`` possibly null).
+  and ``code``.
+* :func:`provider_error` builds the OpenAI error object for a provider's error
+  (message scrubbed, ``param`` null); :func:`error_reply` turns a provider error body
+  into (client status, OpenAI envelope bytes) with a provider's :data:`ErrorParser`.
+  Envelope bytes always come from :func:`fastgw.errors.envelope`.
 * :func:`scrub` removes things that look like credentials from provider-supplied
   messages before they are forwarded to clients.
 """
@@ -18,12 +19,19 @@ Contract:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
-__all__ = ["TranslationError", "error_body", "scrub"]
+from fastgw.errors import envelope
 
-_encode = msgspec.json.Encoder().encode
+__all__ = ["ErrorParser", "TranslationError", "envelope_of", "error_reply", "provider_error", "scrub"]
+
+_decode = msgspec.json.Decoder().decode
+
+# (upstream HTTP status, decoded error body or None) -> (client status, OpenAI error object)
+ErrorParser = Callable[[int, Any], tuple[int, dict[str, Any]]]
 
 
 class TranslationError(Exception):
@@ -53,22 +61,30 @@ class TranslationError(Exception):
 
     def to_body(self) -> bytes:
         """The OpenAI error envelope for this error, as JSON bytes."""
-        return error_body(self.message, self.type, self.param, self.code)
+        return envelope(self.message, self.type, self.param, self.code)
 
     def __repr__(self) -> str:
         return f"TranslationError({self.message!r}, param={self.param!r}, code={self.code!r}, status={self.status})"
 
 
-def error_object(
-    message: str, type: str, param: str | None = None, code: str | None = None
-) -> dict[str, object]:
-    """The inner ``error`` object of the OpenAI envelope (all four keys present)."""
-    return {"message": message, "type": type, "param": param, "code": code}
+def provider_error(message: str, type: str, code: str | None) -> dict[str, Any]:
+    """The OpenAI error object (all four keys) for a provider's error; ``message`` is scrubbed."""
+    return {"message": scrub(message), "type": type, "param": None, "code": code}
 
 
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> bytes:
-    """``{"error": {...}}`` as JSON bytes."""
-    return _encode({"error": error_object(message, type, param, code)})
+def envelope_of(err: dict[str, Any]) -> bytes:
+    """An error object built by :func:`provider_error`, wrapped in the OpenAI envelope."""
+    return envelope(err["message"], err["type"], err["param"], err["code"])
+
+
+def error_reply(status: int, data: bytes, parse: ErrorParser) -> tuple[int, bytes]:
+    """A provider error body (any bytes) -> (status for the client, OpenAI envelope)."""
+    try:
+        payload = _decode(data) if data else None
+    except msgspec.DecodeError:
+        payload = None
+    client_status, err = parse(status, payload)
+    return client_status, envelope_of(err)
 
 
 # Credential-looking substrings: Google API keys, Anthropic / OpenAI style keys,

@@ -58,11 +58,12 @@ import msgspec
 
 from fastgw.tokens import Usage
 
-from .chunks import ChunkWriter, completion, completion_id, message, new_call_id, tool_call
-from .errors import TranslationError, error_object, scrub
+from .chunks import completion, completion_id, message, new_call_id, tool_call
+from .errors import TranslationError, error_reply, provider_error
 from .gemini_request import SIGNATURE_SEP, build_embeddings_request, build_request
 from .jsonarray import JSONArrayParser
-from .sse import DONE, SSEParser
+from .sse import SSEParser
+from .stream_base import ChatStream, sse_events
 
 __all__ = [
     "StreamTranslator",
@@ -234,6 +235,7 @@ def translate_response(data: bytes, *, model: str) -> bytes:
 
 
 def _error_from(status: int, payload: Any) -> tuple[int, dict[str, Any]]:
+    """A Gemini error body (decoded, or None) -> (client status, OpenAI error object)."""
     if isinstance(payload, list) and payload:
         payload = payload[0]
     err = payload.get("error") if isinstance(payload, dict) else None
@@ -252,7 +254,7 @@ def _error_from(status: int, payload: Any) -> tuple[int, dict[str, Any]]:
     text = err.get("message")
     if not isinstance(text, str) or not text:
         text = f"Upstream provider returned HTTP {status}."
-    return client_status, error_object(scrub(text), openai_type, None, rpc)
+    return client_status, provider_error(text, openai_type, rpc)
 
 
 def translate_error(status: int, data: bytes) -> tuple[int, bytes]:
@@ -263,12 +265,7 @@ def translate_error(status: int, data: bytes) -> tuple[int, bytes]:
     -> 403, ``NOT_FOUND`` -> 404, ``UNAVAILABLE`` -> 503, ``DEADLINE_EXCEEDED`` ->
     504, ``INTERNAL`` -> 500.  ``code`` is the google.rpc status name.
     """
-    try:
-        payload = _decode(data) if data else None
-    except msgspec.DecodeError:
-        payload = None
-    client_status, err = _error_from(status, payload)
-    return client_status, _encode({"error": err})
+    return error_reply(status, data, _error_from)
 
 
 def translate_embeddings_response(data: bytes, *, model: str, encoding_format: str = "float") -> bytes:
@@ -348,27 +345,18 @@ def _partial_value(pa: dict[str, Any]) -> Any:
     return None
 
 
-class StreamTranslator:
+class StreamTranslator(ChatStream[str | bytes]):
     """Gemini stream -> OpenAI chat chunk SSE; see the module docstring."""
 
     def __init__(self, *, model: str, include_usage: bool, framing: str = "sse") -> None:
         if framing not in ("sse", "json-array"):
             raise ValueError("framing must be 'sse' or 'json-array'")
+        super().__init__(model=model, include_usage=include_usage)
         self._sse = SSEParser() if framing == "sse" else None
         self._array = JSONArrayParser() if framing == "json-array" else None
-        self._writer = ChunkWriter(model=model, include_usage=include_usage)
-        self.include_usage = include_usage
-        self.usage = Usage()
-        self.finished = False
-        self.complete = False
-        self.error: dict[str, Any] | None = None
         self._choices: dict[int, _Choice] = {}
         self._tools = 0
         self._blocked = False
-
-    @property
-    def id(self) -> str | None:
-        return self._writer.id
 
     @property
     def finish_reason(self) -> str | None:
@@ -378,29 +366,12 @@ class StreamTranslator:
 
     def _payloads(self, data: bytes, closing: bool) -> list[str | bytes]:
         if self._sse is not None:
-            events = self._sse.close() if closing else self._sse.feed(data)
+            events = sse_events(self._sse, data, closing)
             return [e.data for e in events if e.data.strip() and e.data.strip() != "[DONE]"]
         assert self._array is not None
         return list(self._array.close() if closing else self._array.feed(data))
 
-    def feed(self, data: bytes) -> bytes:
-        if self.finished:
-            return b""
-        out: list[bytes] = []
-        for payload in self._payloads(data, False):
-            self._chunk(payload, out)
-            if self.finished:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        if self.finished:
-            return b""
-        out: list[bytes] = []
-        for payload in self._payloads(b"", True):
-            self._chunk(payload, out)
-            if self.finished:
-                return b"".join(out)
+    def _end(self, out: list[bytes]) -> None:
         if not self._choices:
             self._choice(0, out)
         self.complete = self._blocked or all(c.finished for c in self._choices.values())
@@ -409,11 +380,7 @@ class StreamTranslator:
                 choice.finished = True
                 choice.reason = "tool_calls" if choice.calls else "stop"
                 out.append(self._writer.finish(choice.reason, index))
-        if self.include_usage:
-            out.append(self._writer.usage_chunk(self.usage))
-        out.append(DONE)
-        self.finished = True
-        return b"".join(out)
+        self._done(out)
 
     def _choice(self, index: int, out: list[bytes]) -> _Choice:
         choice = self._choices.get(index)
@@ -422,13 +389,10 @@ class StreamTranslator:
             out.append(self._writer.role(index))
         return choice
 
-    def _fail(self, err: Any, out: list[bytes]) -> None:
-        _, obj = _error_from(500, {"error": err})
-        self.error = obj
-        out.append(b"data: " + _encode({"error": obj}) + b"\n\n")
-        self.finished = True
+    def _error(self, err: Any) -> dict[str, Any]:
+        return _error_from(500, {"error": err})[1]
 
-    def _chunk(self, payload: str | bytes, out: list[bytes]) -> None:
+    def _handle(self, payload: str | bytes, out: list[bytes]) -> None:
         try:
             body = _decode(payload)
         except msgspec.DecodeError:

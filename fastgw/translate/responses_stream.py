@@ -37,7 +37,8 @@ from typing import Any
 
 import msgspec
 
-from .sse import SSEParser
+from .sse import SSEEvent, SSEParser
+from .stream_base import FeedLoop, sse_events
 
 __all__ = ["ResponsesStreamTranslator", "response_object", "responses_usage"]
 
@@ -162,7 +163,7 @@ class _Item:
         }
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(FeedLoop[SSEEvent]):
     """Chat chunk SSE -> Responses event SSE; see the module docstring."""
 
     def __init__(self, model: str, *, request: dict[str, Any] | None = None) -> None:
@@ -181,28 +182,16 @@ class ResponsesStreamTranslator:
         self._current: _Item | None = None
         self._tools: dict[int, _Item] = {}
 
-    def feed(self, chat_sse_bytes: bytes) -> bytes:
-        if self.finished:
-            return b""
-        out: list[bytes] = []
-        for ev in self._parser.feed(chat_sse_bytes):
-            self._payload(ev.data, out)
-            if self.finished:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        if self.finished:
-            return b""
-        out: list[bytes] = []
-        for ev in self._parser.close():
-            self._payload(ev.data, out)
-            if self.finished:
-                return b"".join(out)
-        self._complete(out)
-        return b"".join(out)
-
     # -- internals ---------------------------------------------------------------
+
+    def _payloads(self, data: bytes, closing: bool) -> list[SSEEvent]:
+        return sse_events(self._parser, data, closing)
+
+    def _handle(self, event: SSEEvent, out: list[bytes]) -> None:
+        self._payload(event.data, out)
+
+    def _end(self, out: list[bytes]) -> None:
+        self._complete(out)
 
     def _emit(self, out: list[bytes], kind: str, fields: dict[str, Any]) -> None:
         payload = {"type": kind, "sequence_number": self._seq, **fields}
