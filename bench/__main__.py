@@ -1,7 +1,8 @@
 """``python -m bench``: the scenario matrix; ``python -m bench compare A.json B.json``;
 ``python -m bench report RESULT.json``: re-render a result (table, chart);
 ``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request;
-``python -m bench floor``: the design card's own cost (granian hello, a bare h11 relay) beside fastgw."""
+``python -m bench floor``: the design card's own cost (granian hello, a bare h11 relay) beside fastgw;
+``python -m bench index [--reference RESULT.json]``: bench/results/INDEX.md and the README's figures."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
-from bench.report import RESULTS_DIR
+from bench.report import RESULTS_DIR, now, write_rows
 
 
 def _ints(s: str) -> list[int]:
@@ -20,7 +22,8 @@ def _ints(s: str) -> list[int]:
 
 def matrix_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="fastgw benchmark matrix: direct-to-mock vs "
-                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | report R.json | ceiling | floor")
+                                "through fastgw, alternating runs. Subcommands: compare A.json B.json | report R.json | ceiling | floor | "
+                                "index")
     p.add_argument("--quick", action="store_true", help="smoke preset: short runs, one repeat, c=16")
     p.add_argument("--concurrency", type=_ints, default=None, help="comma list (default 1,64)")
     p.add_argument("--workers", type=_ints, default=None, help="gateway worker counts, comma list (default 1)")
@@ -95,6 +98,13 @@ def run_compare(argv: list[str]) -> int:
     return 0
 
 
+def _json_arg(p: argparse.ArgumentParser, kind: str) -> None:
+    default = RESULTS_DIR / kind / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    p.add_argument("--json", type=Path, nargs="?", const=default, default=None, metavar="FILE",
+                   help=f"also write the rows (with the commit) to FILE; without FILE: "
+                        f"bench/results/{kind}/{kind}-YYYYmmdd-HHMMSS.json, listed by python -m bench index")
+
+
 def run_ceiling(argv: list[str]) -> int:
     from bench.ceiling import measure, render
 
@@ -102,9 +112,14 @@ def run_ceiling(argv: list[str]) -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--combos", default="1x1,2x2", help="MOCKPROCSxLOADGENPROCS list (default 1x1,2x2)")
+    _json_arg(p, "ceiling")
     a = p.parse_args(argv)
     combos = [(int(m), int(g)) for m, g in (c.split("x") for c in a.combos.split(","))]
-    print(render(measure(a.duration, a.concurrency, combos)))
+    started = now()
+    rows = measure(a.duration, a.concurrency, combos)
+    if a.json:
+        print(f"results: {write_rows(rows, a.json, started)}")
+    print(render(rows))
     return 0
 
 
@@ -116,11 +131,12 @@ def run_floor(argv: list[str]) -> int:
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--json", type=Path, help="also write the rows here")
+    _json_arg(p, "floor")
     a = p.parse_args(argv)
+    started = now()
     rows = measure(a.duration, a.concurrency, a.rounds)
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        print(f"results: {write_rows(rows, a.json, started)}")
     print(render(rows))
     return 0
 
@@ -139,8 +155,16 @@ def run_report(argv: list[str]) -> int:
     return 0
 
 
+def run_index(argv: list[str]) -> int:
+    from bench.index import main as index_main
+
+    return index_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "index":
+        return run_index(argv[1:])
     if argv and argv[0] == "compare":
         return run_compare(argv[1:])
     if argv and argv[0] == "report":

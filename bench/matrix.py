@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from bench import payloads as P
 from bench.gateway import (
     ANTHROPIC_MODEL,
     GEMINI_MODEL,
-    REPO_ROOT,
     GatewayError,
     GatewayProc,
     MockProc,
@@ -24,6 +22,7 @@ from bench.gateway import (
 )
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.procstat import TreeMeter, sample_tree
+from bench.report import git_rev
 from bench.scenarios import PROFILES, Scenario, build_matrix
 
 
@@ -79,14 +78,6 @@ class Progress:
     def note(self, msg: str) -> None:
         self.out.write(("\r\033[K" if self.tty else "") + msg + "\n")
         self.out.flush()
-
-
-def _git_rev() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def probe_support(port: int) -> dict[str, bool]:
@@ -246,7 +237,7 @@ class Matrix:
         return {
             "meta": {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-                "elapsed_s": round(time.time() - t0, 1), "git_rev": _git_rev(), "label": c.label, "controls": c.controls,
+                "elapsed_s": round(time.time() - t0, 1), "git_rev": git_rev(), "label": c.label, "controls": c.controls,
                 "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
                 "config": {k: v for k, v in vars(c).items() if k not in ("gateway_env",)},
             },

@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def git_rev() -> str:
+    """The checkout's short HEAD commit, recorded in every result file ("" outside git)."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path, started: str) -> Path:
+    """Write a row-list result (floor, ceiling), each row stamped with the commit and start time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"git_rev": git_rev(), "started": started}
+    path.write_text(json.dumps([{**r, **meta} for r in rows], indent=1))
+    return path
 
 
 def _ms(us: float | None) -> str:
