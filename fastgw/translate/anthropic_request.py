@@ -55,17 +55,23 @@ from typing import Any
 import msgspec
 
 from .common import (
+    assistant_tool_calls,
+    content_parts,
+    file_data_of,
     function_tools,
+    image_url_of,
+    invalid_role,
+    map_messages,
     max_tokens_of,
-    parse_arguments,
     parse_data_url,
     reasoning_effort_of,
+    reject_fields,
+    response_format_of,
     stop_list,
     text_of,
     tool_choice_of,
     unsupported_handler,
 )
-from .errors import TranslationError
 
 __all__ = ["HEADERS", "PATH", "THINKING_BUDGETS", "build_request"]
 
@@ -77,6 +83,15 @@ THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384,
 
 _encode = msgspec.json.Encoder().encode
 _PROVIDER = "Anthropic"
+_UNSUPPORTED_FIELDS = (
+    "logit_bias",
+    "seed",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "functions",
+    "function_call",
+)
 
 
 def build_request(
@@ -156,70 +171,35 @@ def _check_unsupported(body: dict[str, Any], unsupported: Any) -> None:
     for key in ("presence_penalty", "frequency_penalty"):
         if body.get(key):
             unsupported(key)
-    for key in (
-        "logit_bias",
-        "seed",
-        "audio",
-        "prediction",
-        "web_search_options",
-        "functions",
-        "function_call",
-    ):
-        if body.get(key) is not None:
-            unsupported(key)
-    modalities = body.get("modalities")
-    if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        unsupported("modalities", "only text output")
+    reject_fields(body, unsupported, _UNSUPPORTED_FIELDS)
 
 
 def _messages(raw: Any, unsupported: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    if not isinstance(raw, list) or not raw:
-        raise TranslationError(
-            "'messages' must be a non-empty array.", param="messages", code="invalid_value"
-        )
-    system: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    pending_results: list[dict[str, Any]] | None = None  # the open user turn of tool results
-    for i, msg in enumerate(raw):
-        param = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise TranslationError(f"'{param}' must be an object.", param=param, code="invalid_type")
-        role = msg.get("role")
-        content = msg.get("content")
-        if role in ("system", "developer"):
-            text = text_of(content, f"{param}.content")
-            if text:
-                system.append({"type": "text", "text": text})
-            continue
-        if role == "tool":
-            block: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": str(msg.get("tool_call_id") or ""),
-                "content": _tool_result_content(content, f"{param}.content"),
-            }
-            if pending_results is None:
-                pending_results = []
-                out.append({"role": "user", "content": pending_results})
-            pending_results.append(block)
-            continue
-        pending_results = None
+    def tool_result(msg: dict[str, Any], param: str) -> dict[str, Any]:
+        return {
+            "type": "tool_result",
+            "tool_use_id": str(msg.get("tool_call_id") or ""),
+            "content": _tool_result_content(msg.get("content"), f"{param}.content"),
+        }
+
+    def turn(role: Any, msg: dict[str, Any], param: str) -> dict[str, Any] | None:
         if role == "user":
-            out.append({"role": "user", "content": _user_content(content, f"{param}.content", unsupported)})
-        elif role == "assistant":
+            return {"role": "user", "content": _user_content(msg.get("content"), f"{param}.content", unsupported)}
+        if role == "assistant":
             blocks = _assistant_blocks(msg, param)
-            if blocks:
-                out.append({"role": "assistant", "content": blocks})
-        elif role == "function":
+            return {"role": "assistant", "content": blocks} if blocks else None
+        if role == "function":
             unsupported(f"{param}.role", "legacy function messages")
-        else:
-            raise TranslationError(
-                f"Invalid role {role!r} in '{param}'.", param=f"{param}.role", code="invalid_value"
-            )
-    if not out:
-        raise TranslationError(
-            "At least one non-system message is required.", param="messages", code="invalid_value"
-        )
-    return system, out
+            return None
+        raise invalid_role(role, param)
+
+    return map_messages(
+        raw,
+        system=lambda text: {"type": "text", "text": text},
+        tool_result=tool_result,
+        results_turn=lambda results: {"role": "user", "content": results},
+        turn=turn,
+    )
 
 
 def _image_block(url: str) -> dict[str, Any]:
@@ -234,31 +214,18 @@ def _user_content(content: Any, param: str, unsupported: Any) -> str | list[dict
         return ""
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise TranslationError(f"Invalid type for '{param}'.", param=param, code="invalid_type")
     blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        p = f"{param}[{j}]"
-        if not isinstance(part, dict):
-            raise TranslationError(f"Invalid content part '{p}'.", param=p, code="invalid_type")
+    for p, part in content_parts(content, param):
         kind = part.get("type")
         block: dict[str, Any] | None = None
         if kind == "text":
             block = {"type": "text", "text": str(part.get("text") or "")}
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str) or not url:
-                raise TranslationError(
-                    f"'{p}.image_url.url' is required.", param=f"{p}.image_url", code="invalid_value"
-                )
-            block = _image_block(url)
+            block = _image_block(image_url_of(part, p))
         elif kind == "file":
-            file = part.get("file") or {}
-            file_data = file.get("file_data") if isinstance(file, dict) else None
-            if isinstance(file_data, str) and file_data:
-                parsed = parse_data_url(file_data)
-                mime, data = parsed if parsed else ("application/pdf", file_data)
+            inline = file_data_of(part)
+            if inline is not None:
+                mime, data = inline
                 if mime.startswith("image/"):
                     block = {"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}
                 else:
@@ -308,21 +275,8 @@ def _assistant_blocks(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
     text = text_of(msg.get("content"), f"{param}.content")
     if text:
         blocks.append({"type": "text", "text": text})
-    for k, tc in enumerate(msg.get("tool_calls") or ()):
-        p = f"{param}.tool_calls[{k}]"
-        if not isinstance(tc, dict) or tc.get("type", "function") != "function":
-            raise TranslationError(
-                f"Only function tool calls are supported in '{p}'.", param=p, code="invalid_value"
-            )
-        fn = tc.get("function") or {}
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": str(tc.get("id") or ""),
-                "name": str(fn.get("name") or ""),
-                "input": parse_arguments(fn.get("arguments"), f"{p}.function.arguments"),
-            }
-        )
+    for call_id, name, args in assistant_tool_calls(msg, param):
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
     return blocks
 
 
@@ -350,24 +304,11 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 
 def _response_format(fmt: Any, unsupported: Any) -> dict[str, Any] | None:
-    if fmt is None:
+    parsed = response_format_of(fmt)
+    if parsed is None or parsed[0] == "text":
         return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise TranslationError(
-                "'response_format.json_schema.schema' is required.",
-                param="response_format.json_schema.schema",
-                code="invalid_value",
-            )
-        return {"type": "json_schema", "schema": schema}
+    kind, schema = parsed
     if kind == "json_object":
         unsupported("response_format", "json_object needs a schema on Anthropic; use json_schema")
         return None
-    raise TranslationError(
-        "Invalid value for 'response_format'.", param="response_format", code="invalid_value"
-    )
+    return {"type": "json_schema", "schema": schema}

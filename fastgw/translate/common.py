@@ -1,7 +1,13 @@
-"""Helpers shared by the request translators (OpenAI chat request -> provider).
+"""Reading an OpenAI chat request: the validation and walking every request translator shares.
 
 Contract:
 
+* :func:`map_messages` walks ``messages`` (system text, runs of ``tool`` results,
+  other turns) and leaves the provider only the shape of each entry;
+  :func:`content_parts`, :func:`image_url_of`, :func:`file_data_of` and
+  :func:`assistant_tool_calls` read message content and tool calls.
+* :func:`reject_fields` reports request fields a provider cannot honour;
+  :func:`response_format_of` validates ``response_format``.
 * :func:`text_of` flattens an OpenAI ``content`` (string, ``None`` or list of parts)
   to its text; non-text parts raise :class:`TranslationError` when ``strict``.
 * :func:`parse_data_url` splits ``data:<mime>;base64,<data>``; :func:`guess_mime`
@@ -17,7 +23,7 @@ Contract:
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,10 +33,17 @@ from .errors import TranslationError
 
 __all__ = [
     "REASONING_EFFORTS",
+    "assistant_tool_calls",
+    "content_parts",
+    "file_data_of",
     "guess_mime",
+    "image_url_of",
+    "map_messages",
     "parse_arguments",
     "parse_data_url",
     "reject",
+    "reject_fields",
+    "response_format_of",
     "stop_list",
     "text_of",
 ]
@@ -73,23 +86,162 @@ def unsupported_handler(provider: str, drop: bool) -> Callable[..., None]:
     return unsupported
 
 
+def reject_fields(body: dict[str, Any], unsupported: Callable[..., None], keys: Iterable[str]) -> None:
+    """Report each of ``keys`` present in ``body``, then non-text output ``modalities``."""
+    for key in keys:
+        if body.get(key) is not None:
+            unsupported(key)
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        unsupported("modalities", "only text output")
+
+
+def invalid_role(role: Any, param: str) -> TranslationError:
+    """The error for a message whose ``role`` the provider has no place for (caller raises it)."""
+    return TranslationError(f"Invalid role {role!r} in '{param}'.", param=f"{param}.role", code="invalid_value")
+
+
+def map_messages(
+    raw: Any,
+    *,
+    system: Callable[[str], dict[str, Any]],
+    tool_result: Callable[[dict[str, Any], str], dict[str, Any]],
+    results_turn: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    turn: Callable[[Any, dict[str, Any], str], dict[str, Any] | None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """OpenAI ``messages`` -> (system entries, turns), in order.
+
+    ``system`` / ``developer`` text (empty text dropped) -> ``system(text)``; each run of
+    consecutive ``tool`` messages -> ONE ``results_turn(results)`` turn holding
+    ``tool_result(message, param)`` for each; any other message -> ``turn(role,
+    message, param)`` (``None`` drops it; it raises :func:`invalid_role` for roles it
+    has no place for).  ``param`` is ``messages[i]``.  Raises :class:`TranslationError`
+    when ``messages`` is not a non-empty array, a message is not an object, or no turn
+    is left.
+    """
+    if not isinstance(raw, list) or not raw:
+        raise TranslationError(
+            "'messages' must be a non-empty array.", param="messages", code="invalid_value"
+        )
+    system_out: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open turn of tool results
+    for i, msg in enumerate(raw):
+        param = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise TranslationError(f"'{param}' must be an object.", param=param, code="invalid_type")
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = text_of(msg.get("content"), f"{param}.content")
+            if text:
+                system_out.append(system(text))
+            continue
+        if role == "tool":
+            result = tool_result(msg, param)
+            if results is None:
+                results = []
+                turns.append(results_turn(results))
+            results.append(result)
+            continue
+        results = None
+        entry = turn(role, msg, param)
+        if entry is not None:
+            turns.append(entry)
+    if not turns:
+        raise TranslationError(
+            "At least one non-system message is required.", param="messages", code="invalid_value"
+        )
+    return system_out, turns
+
+
+def content_parts(content: Any, param: str, *, strings: bool = False) -> Iterator[tuple[str, Any]]:
+    """``(param of the part, part)`` for each part of a list ``content``.
+
+    Raises :class:`TranslationError` when ``content`` is not a list or a part is not an
+    object (a bare string part is allowed when ``strings``).
+    """
+    if not isinstance(content, list):
+        raise TranslationError(f"Invalid type for '{param}'.", param=param, code="invalid_type")
+    for j, part in enumerate(content):
+        p = f"{param}[{j}]"
+        if not isinstance(part, dict) and not (strings and isinstance(part, str)):
+            raise TranslationError(f"Invalid content part '{p}'.", param=p, code="invalid_type")
+        yield p, part
+
+
+def image_url_of(part: dict[str, Any], param: str) -> str:
+    """The URL of an ``image_url`` content part (``param`` names the part)."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise TranslationError(
+            f"'{param}.image_url.url' is required.", param=f"{param}.image_url", code="invalid_value"
+        )
+    return url
+
+
+def file_data_of(part: dict[str, Any]) -> tuple[str, str] | None:
+    """``(mime, base64 data)`` of a ``file`` part's inline ``file_data`` (a data URL, or bare
+    base64 taken as a PDF); ``None`` when the part has no inline data."""
+    file = part.get("file") or {}
+    file_data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(file_data, str) or not file_data:
+        return None
+    return parse_data_url(file_data) or ("application/pdf", file_data)
+
+
+def assistant_tool_calls(msg: dict[str, Any], param: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(id, name, arguments object)`` for each tool call of an assistant message.
+
+    Raises :class:`TranslationError` for a non-function call or arguments that are not
+    a JSON object.
+    """
+    for k, tc in enumerate(msg.get("tool_calls") or ()):
+        p = f"{param}.tool_calls[{k}]"
+        if not isinstance(tc, dict) or tc.get("type", "function") != "function":
+            raise TranslationError(
+                f"Only function tool calls are supported in '{p}'.", param=p, code="invalid_value"
+            )
+        fn = tc.get("function") or {}
+        name = str(fn.get("name") or "")
+        yield str(tc.get("id") or ""), name, parse_arguments(fn.get("arguments"), f"{p}.function.arguments")
+
+
+def response_format_of(fmt: Any) -> tuple[str, dict[str, Any] | None] | None:
+    """``response_format`` as ``(type, JSON schema)``: type is text, json_object or
+    json_schema (the schema only for json_schema); ``None`` when absent.  Raises a 400
+    for another type or a json_schema without a schema object."""
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise TranslationError(
+                "'response_format.json_schema.schema' is required.",
+                param="response_format.json_schema.schema",
+                code="invalid_value",
+            )
+        return kind, schema
+    if kind in ("text", "json_object"):
+        return kind, None
+    raise TranslationError(
+        "Invalid value for 'response_format'.", param="response_format", code="invalid_value"
+    )
+
+
 def text_of(content: Any, param: str, *, strict: bool = True) -> str:
     """Flatten ``content`` to text (text / refusal parts joined with no separator)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise TranslationError(f"Invalid type for '{param}'.", param=param, code="invalid_type")
     out: list[str] = []
-    for i, part in enumerate(content):
+    for p, part in content_parts(content, param, strings=True):
         if isinstance(part, str):
             out.append(part)
             continue
-        if not isinstance(part, dict):
-            raise TranslationError(
-                f"Invalid content part '{param}[{i}]'.", param=f"{param}[{i}]", code="invalid_type"
-            )
         kind = part.get("type")
         if kind == "text":
             out.append(str(part.get("text") or ""))
@@ -98,7 +250,7 @@ def text_of(content: Any, param: str, *, strict: bool = True) -> str:
         elif strict:
             raise TranslationError(
                 f"Content part type '{kind}' is not allowed in '{param}'.",
-                param=f"{param}[{i}]",
+                param=p,
                 code="unsupported_value",
             )
     return "".join(out)

@@ -54,12 +54,19 @@ from typing import Any
 import msgspec
 
 from .common import (
+    assistant_tool_calls,
+    content_parts,
+    file_data_of,
     function_tools,
     guess_mime,
+    image_url_of,
+    invalid_role,
+    map_messages,
     max_tokens_of,
-    parse_arguments,
     parse_data_url,
     reasoning_effort_of,
+    reject_fields,
+    response_format_of,
     stop_list,
     text_of,
     tool_call_names,
@@ -76,13 +83,17 @@ SIGNATURE_SEP = "__ts__"
 
 _encode = msgspec.json.Encoder().encode
 _PROVIDER = "Gemini"
+_UNSUPPORTED_FIELDS = ("logit_bias", "audio", "prediction", "web_search_options", "functions", "function_call")
+
+
+def _model_id(model: str) -> str:
+    """``model`` without a leading ``models/``."""
+    return model[7:] if model.startswith("models/") else model
 
 
 def model_path(model: str) -> str:
     """``/v1beta/models/<model>`` (a leading ``models/`` in ``model`` is accepted)."""
-    if model.startswith("models/"):
-        model = model[7:]
-    return "/v1beta/models/" + model
+    return "/v1beta/models/" + _model_id(model)
 
 
 def build_request(
@@ -96,12 +107,7 @@ def build_request(
 
     unsupported = unsupported_handler(_PROVIDER, drop_unsupported)
 
-    for key in ("logit_bias", "audio", "prediction", "web_search_options", "functions", "function_call"):
-        if body.get(key) is not None:
-            unsupported(key)
-    modalities = body.get("modalities")
-    if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        unsupported("modalities", "only text output")
+    reject_fields(body, unsupported, _UNSUPPORTED_FIELDS)
 
     out: dict[str, Any] = {}
     system, contents = _contents(body.get("messages"), unsupported)
@@ -152,26 +158,11 @@ def _generation_config(
         gen["responseLogprobs"] = True
         if body.get("top_logprobs") is not None:
             gen["logprobs"] = body["top_logprobs"]
-    fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind == "json_object":
-            gen["responseMimeType"] = "application/json"
-        elif kind == "json_schema":
-            spec = fmt.get("json_schema") or {}
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            if not isinstance(schema, dict):
-                raise TranslationError(
-                    "'response_format.json_schema.schema' is required.",
-                    param="response_format.json_schema.schema",
-                    code="invalid_value",
-                )
-            gen["responseMimeType"] = "application/json"
-            gen["responseJsonSchema"] = schema
-        elif kind != "text":
-            raise TranslationError(
-                "Invalid value for 'response_format'.", param="response_format", code="invalid_value"
-            )
+    fmt = response_format_of(body.get("response_format"))
+    if fmt is not None and fmt[0] != "text":
+        gen["responseMimeType"] = "application/json"
+        if fmt[1] is not None:
+            gen["responseJsonSchema"] = fmt[1]
     effort = reasoning_effort_of(body)
     if effort is not None:
         budget = THINKING_BUDGETS[effort]
@@ -190,24 +181,14 @@ def _user_parts(content: Any, param: str, unsupported: Any) -> list[dict[str, An
         return []
     if isinstance(content, str):
         return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise TranslationError(f"Invalid type for '{param}'.", param=param, code="invalid_type")
     parts: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        p = f"{param}[{j}]"
-        if not isinstance(part, dict):
-            raise TranslationError(f"Invalid content part '{p}'.", param=p, code="invalid_type")
+    for p, part in content_parts(content, param):
         kind = part.get("type")
         if kind == "text":
             if part.get("text"):
                 parts.append({"text": str(part["text"])})
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str) or not url:
-                raise TranslationError(
-                    f"'{p}.image_url.url' is required.", param=f"{p}.image_url", code="invalid_value"
-                )
+            url = image_url_of(part, p)
             data = parse_data_url(url)
             if data is not None:
                 parts.append(_inline(*data))
@@ -220,11 +201,9 @@ def _user_parts(content: Any, param: str, unsupported: Any) -> list[dict[str, An
                 _inline("audio/mp3" if fmt == "mp3" else f"audio/{fmt}", str(audio.get("data") or ""))
             )
         elif kind == "file":
-            file = part.get("file") or {}
-            file_data = file.get("file_data") if isinstance(file, dict) else None
-            if isinstance(file_data, str) and file_data:
-                parsed = parse_data_url(file_data)
-                parts.append(_inline(*(parsed or ("application/pdf", file_data))))
+            inline = file_data_of(part)
+            if inline is not None:
+                parts.append(_inline(*inline))
             else:
                 unsupported(p, "file parts need inline file_data")
         else:
@@ -237,18 +216,9 @@ def _model_parts(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
     text = text_of(msg.get("content"), f"{param}.content")
     if text:
         parts.append({"text": text})
-    for k, tc in enumerate(msg.get("tool_calls") or ()):
-        p = f"{param}.tool_calls[{k}]"
-        if not isinstance(tc, dict) or tc.get("type", "function") != "function":
-            raise TranslationError(
-                f"Only function tool calls are supported in '{p}'.", param=p, code="invalid_value"
-            )
-        fn = tc.get("function") or {}
-        call: dict[str, Any] = {
-            "name": str(fn.get("name") or ""),
-            "args": parse_arguments(fn.get("arguments"), f"{p}.function.arguments"),
-        }
-        call_id, _, signature = str(tc.get("id") or "").partition(SIGNATURE_SEP)
+    for full_id, name, args in assistant_tool_calls(msg, param):
+        call: dict[str, Any] = {"name": name, "args": args}
+        call_id, _, signature = full_id.partition(SIGNATURE_SEP)
         if call_id:
             call["id"] = call_id
         part: dict[str, Any] = {"functionCall": call}
@@ -259,61 +229,41 @@ def _model_parts(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
 
 
 def _contents(raw: Any, unsupported: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    if not isinstance(raw, list) or not raw:
-        raise TranslationError(
-            "'messages' must be a non-empty array.", param="messages", code="invalid_value"
-        )
-    names = tool_call_names(raw)
-    system: list[dict[str, Any]] = []
-    contents: list[dict[str, Any]] = []
-    responses: list[dict[str, Any]] | None = None  # the open user content of functionResponses
-    for i, msg in enumerate(raw):
-        param = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise TranslationError(f"'{param}' must be an object.", param=param, code="invalid_type")
-        role = msg.get("role")
-        if role in ("system", "developer"):
-            text = text_of(msg.get("content"), f"{param}.content")
-            if text:
-                system.append({"text": text})
-            continue
-        if role == "tool":
-            full_id = str(msg.get("tool_call_id") or "")
-            if full_id not in names:
-                raise TranslationError(
-                    f"'{param}.tool_call_id' does not match any earlier assistant tool call.",
-                    param=f"{param}.tool_call_id",
-                    code="invalid_value",
-                )
-            call_id = full_id.partition(SIGNATURE_SEP)[0]
-            response = {
-                "name": names[full_id],
-                "response": {"output": text_of(msg.get("content"), f"{param}.content")},
-            }
-            if call_id:
-                response["id"] = call_id
-            if responses is None:
-                responses = []
-                contents.append({"role": "user", "parts": responses})
-            responses.append({"functionResponse": response})
-            continue
-        responses = None
+    names = tool_call_names(raw) if isinstance(raw, list) else {}
+
+    def tool_result(msg: dict[str, Any], param: str) -> dict[str, Any]:
+        full_id = str(msg.get("tool_call_id") or "")
+        if full_id not in names:
+            raise TranslationError(
+                f"'{param}.tool_call_id' does not match any earlier assistant tool call.",
+                param=f"{param}.tool_call_id",
+                code="invalid_value",
+            )
+        call_id = full_id.partition(SIGNATURE_SEP)[0]
+        response = {
+            "name": names[full_id],
+            "response": {"output": text_of(msg.get("content"), f"{param}.content")},
+        }
+        if call_id:
+            response["id"] = call_id
+        return {"functionResponse": response}
+
+    def turn(role: Any, msg: dict[str, Any], param: str) -> dict[str, Any] | None:
         if role == "user":
             parts = _user_parts(msg.get("content"), f"{param}.content", unsupported)
-            contents.append({"role": "user", "parts": parts or [{"text": ""}]})
-        elif role == "assistant":
+            return {"role": "user", "parts": parts or [{"text": ""}]}
+        if role == "assistant":
             parts = _model_parts(msg, param)
-            if parts:
-                contents.append({"role": "model", "parts": parts})
-        else:
-            raise TranslationError(
-                f"Invalid role {role!r} in '{param}'.", param=f"{param}.role", code="invalid_value"
-            )
-    if not contents:
-        raise TranslationError(
-            "At least one non-system message is required.", param="messages", code="invalid_value"
-        )
-    return system, contents
+            return {"role": "model", "parts": parts} if parts else None
+        raise invalid_role(role, param)
+
+    return map_messages(
+        raw,
+        system=lambda text: {"text": text},
+        tool_result=tool_result,
+        results_turn=lambda results: {"role": "user", "parts": results},
+        turn=turn,
+    )
 
 
 def _declarations(tools: Any, unsupported: Any) -> list[dict[str, Any]]:
@@ -349,7 +299,7 @@ def build_embeddings_request(body: dict[str, Any], upstream_model: str) -> tuple
             code="invalid_value",
         )
     dims = body.get("dimensions")
-    model = upstream_model[7:] if upstream_model.startswith("models/") else upstream_model
+    model = _model_id(upstream_model)
     requests = []
     for text in inputs:
         req: dict[str, Any] = {"model": "models/" + model, "content": {"parts": [{"text": text}]}}
