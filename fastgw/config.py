@@ -12,7 +12,7 @@ never a traceback:
 
 Without a file, :func:`default_config` gives the embedded default: the built-in
 ``mock`` provider plus every provider whose usual environment variables are set
-(see :mod:`fastgw.providers`).
+(see :mod:`fastgw.routing.providers`).
 """
 
 from __future__ import annotations

@@ -121,3 +121,8 @@ class Exchange:
             headers += extra
         await self.start(status, headers)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class ClientGone(ConnectionError):
+    """The client disconnected (while its body was read, or while the gateway waited on the
+    upstream); the exchange is abandoned and recorded as status 499."""

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from gateway import GatewayProcess
 from stores import pg_dsn, store_url  # noqa: F401  (fixtures for every test module)
-from upstream import UpstreamServer, json_reply
+from upstream_server import UpstreamServer, json_reply
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pg import pg_dsn  # noqa: F401  (fixture, requested by store_url)
 
-from fastgw.store import Store, open_store
+from fastgw.controls.store import Store, open_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from fastgw.admin import AdminContext, handle, parse_duration
+from fastgw.cli.keys import main as keys_main
+from fastgw.controls.admin import AdminContext, handle, parse_duration
+from fastgw.controls.keys import KeyManager
+from fastgw.controls.reqlog import RequestLogger, RequestRecord
+from fastgw.controls.store import open_store
 from fastgw.errors import GatewayError
-from fastgw.keys import KeyManager
-from fastgw.keys_cli import main as keys_main
-from fastgw.reqlog import RequestLogger, RequestRecord
-from fastgw.store import open_store
 
 
 def test_admin_api(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from stores import run_with_store
 
+from fastgw.controls.keys import KeyManager, hash_key, model_allowed, period_start
+from fastgw.controls.store import Store, open_store
 from fastgw.errors import GatewayError
-from fastgw.keys import KeyManager, hash_key, model_allowed, period_start
-from fastgw.store import Store, open_store
 
 
 def err(e: pytest.ExceptionInfo[GatewayError]) -> tuple[int, str, str | None]:

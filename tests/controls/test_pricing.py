@@ -5,7 +5,7 @@ from importlib import resources
 
 import pytest
 
-from fastgw.pricing import Price, Pricing, strip_date_suffix
+from fastgw.controls.pricing import Price, Pricing, strip_date_suffix
 
 
 def test_shipped_table_is_sane() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from stores import run_with_store
 
-from fastgw.reqlog import (
+from fastgw.controls.reqlog import (
     RequestLogger,
     RequestRecord,
     cap_and_redact,
@@ -17,7 +17,7 @@ from fastgw.reqlog import (
     redact,
     usage_summary,
 )
-from fastgw.store import Store
+from fastgw.controls.store import Store
 
 
 def rec(i: int, **kw: Any) -> RequestRecord:

@@ -6,7 +6,7 @@ import asyncio
 import multiprocessing as mp
 from pathlib import Path
 
-from fastgw.store import open_store
+from fastgw.controls.store import open_store
 
 
 def _open_and_write(url: str, start: object, n: int) -> None:

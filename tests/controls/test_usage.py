@@ -8,18 +8,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastgw.usage import (
+from fastgw.controls.usage import (
+    USAGE_BODY,
     USAGE_CLIENT,
     USAGE_INJECTED,
     USAGE_NONE,
+    USAGE_RESPONSES,
+    BodyTap,
     ResponsesUsageTap,
     StreamUsageTap,
     Usage,
-    client_wants_usage,
     inject_include_usage,
-    make_tap,
-    plan_stream_usage,
+    stream_usage_path,
     usage_from_json_body,
+    usage_tap,
 )
 
 CORPUS = Path(
@@ -254,10 +256,9 @@ def test_usage_from_json_body() -> None:
     assert usage_from_json_body(b'{"usage":{"prompt_tokens":"x"}}') is None
 
 
-def test_inject_include_usage_and_plan() -> None:
+def test_inject_include_usage() -> None:
     f = {"model": msgspec.Raw(b'"m"'), "stream": msgspec.Raw(b"true")}
-    assert not client_wants_usage(f)
-    assert plan_stream_usage(f) == USAGE_INJECTED
+    inject_include_usage(f)
     assert msgspec.json.decode(f["stream_options"]) == {"include_usage": True}
     # round trip through the encoder keeps everything else as it was
     assert msgspec.json.decode(msgspec.json.encode(f)) == {
@@ -268,15 +269,21 @@ def test_inject_include_usage_and_plan() -> None:
     g = {"stream_options": msgspec.Raw(b'{"include_obfuscation": false, "include_usage": false}')}
     inject_include_usage(g)
     assert msgspec.json.decode(g["stream_options"]) == {"include_obfuscation": False, "include_usage": True}
-    h = {"stream_options": msgspec.Raw(b'{"include_usage":true}')}
-    assert plan_stream_usage(h) == USAGE_CLIENT
-    assert plan_stream_usage({}, inject=False) == USAGE_NONE
     n = {"stream_options": msgspec.Raw(b"null")}
     inject_include_usage(n)
     assert msgspec.json.decode(n["stream_options"]) == {"include_usage": True}
-    assert (
-        isinstance(make_tap("chat", USAGE_INJECTED), StreamUsageTap)
-        and make_tap("chat", USAGE_INJECTED).strip
-    )
-    assert not make_tap("chat", USAGE_CLIENT).strip
-    assert isinstance(make_tap("responses", USAGE_NONE), ResponsesUsageTap)
+
+
+def test_stream_usage_path_and_tap() -> None:
+    chat = "/chat/completions"
+    assert stream_usage_path(chat, False, False, True) == USAGE_BODY
+    assert stream_usage_path("/responses", True, False, True) == USAGE_RESPONSES
+    assert stream_usage_path(chat, True, True, True) == USAGE_CLIENT
+    assert stream_usage_path(chat, True, False, True) == USAGE_INJECTED
+    assert stream_usage_path(chat, True, False, False) == USAGE_NONE
+    assert isinstance(usage_tap(chat, False, USAGE_BODY), BodyTap)
+    injected = usage_tap(chat, True, USAGE_INJECTED)
+    assert isinstance(injected, StreamUsageTap) and injected.strip
+    assert not usage_tap(chat, True, USAGE_CLIENT).strip
+    assert usage_tap(chat, True, USAGE_NONE) is None
+    assert isinstance(usage_tap("/responses", True, USAGE_RESPONSES), ResponsesUsageTap)

@@ -1,0 +1,1 @@
+"""Production controls: virtual keys, usage and cost, the request log, metrics, admin, store."""

@@ -1,0 +1,1 @@
+"""Egress by the target's wire format: the byte relay, translated providers, the mock."""

@@ -1,0 +1,310 @@
+"""Model endpoints served by a provider that does not speak OpenAI (Anthropic, Gemini).
+
+:func:`handle` is the translated branch of :func:`fastgw.ingress.openai.dispatch`:
+the client's OpenAI request goes through :mod:`fastgw.translate` on its way up,
+the provider's answer through it on its way down. The I/O is the fast path's own
+(:func:`fastgw.fastpath.open_upstream` for the request and its failures,
+:class:`fastgw.fastpath.watch_client` so a client disconnect cancels the upstream
+exchange at once).
+
+Endpoints (``suffix``):
+
+* ``/chat/completions`` -- ``build_request`` -> POST to the provider -> on a 2xx,
+  ``translate_response`` (one JSON answer) or the provider's
+  ``StreamTranslator`` (every upstream chunk is fed as it arrives and whatever it
+  yields is sent at once: the answer is never buffered).
+* ``/responses`` -- ``responses_to_chat`` then as chat, the chat output chained
+  through ``chat_to_responses`` / ``ResponsesStreamTranslator``.
+* ``/embeddings`` -- Gemini only (``batchEmbedContents``); Anthropic has none (400).
+* ``/completions`` -- legacy completions: 400 ``unsupported_endpoint``.
+
+Errors: a request the provider cannot honour -> the :class:`TranslationError`'s
+status and envelope (a 400 naming the param); a provider 4xx/5xx ->
+``translate_error``'s status and envelope, keeping rate-limit / retry-after headers;
+connect failures, timeouts and a full pool -> 502 / 504 / 503 as on the fast path;
+a malformed 2xx body -> 502. When the upstream fails mid-stream (timeout or broken
+connection) the client gets one error event (chat: ``data: {"error": ...}``;
+Responses: ``error`` + ``response.failed``) and the stream ends without
+``[DONE]``; a provider error event mid-stream is translated the same way.
+
+:func:`handle` returns the exchange's token :class:`~fastgw.translate.Usage` (what
+the provider reported, also when the client did not ask for usage) or ``None``
+when there is none (an error answered before any body, an unsupported endpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from fastgw.errors import GatewayError, bad_request
+from fastgw.exchange import Exchange
+from fastgw.routing.providers import Provider
+from fastgw.routing.router import Route
+from fastgw.translate import Usage, anthropic, gemini
+from fastgw.translate.errors import TranslationError
+from fastgw.translate.responses import ResponsesStreamTranslator, chat_to_responses, responses_to_chat
+from fastgw.upstream.call import (
+    ERROR_BODY_LIMIT,
+    kept_headers,
+    midstream_error_event,
+    open_upstream,
+    upstream_failure,
+)
+from fastgw.upstream.client import UpstreamError, UpstreamResponse
+from fastgw.upstream.watch import watch_client
+
+__all__ = ["handle"]
+
+log = logging.getLogger("fastgw.egress.translated")
+
+# A successful non-streaming answer larger than this is cut (and then fails to decode: 502).
+BODY_LIMIT = 64 * 1024 * 1024
+
+_TRANSLATORS: dict[str, ModuleType] = {"anthropic": anthropic, "gemini": gemini}
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_decode = msgspec.json.decode
+
+
+class _AnthropicUsage(msgspec.Struct):
+    usage: dict[str, Any] | None = None
+
+
+class _GeminiUsage(msgspec.Struct):
+    usageMetadata: dict[str, Any] | None = None  # Gemini's field name
+
+
+_usage_decoders = {
+    "anthropic": msgspec.json.Decoder(_AnthropicUsage),
+    "gemini": msgspec.json.Decoder(_GeminiUsage),
+}
+
+
+async def handle(ex: Exchange, provider: Provider, route: Route, suffix: str, body: bytes,
+                 routing: Any) -> Usage | None:
+    """Serve one model endpoint for a translated provider; see the module docstring.
+
+    ``body`` is the client's raw JSON body (already read and known to decode to an
+    object with a valid ``model``); ``routing`` is its :class:`fastgw.body.Routing`.
+    Raises :class:`GatewayError` for anything answered before the response started.
+    """
+    if suffix == "/chat/completions":
+        request = _object(body)
+        return await _chat(ex, provider, route, request, stream=routing.stream,
+                           include_usage=routing.include_usage, responses=None)
+    if suffix == "/responses":
+        request = _object(body)
+        try:
+            chat = responses_to_chat(request)
+        except TranslationError as exc:
+            raise _translation_error(exc) from None
+        return await _chat(ex, provider, route, chat, stream=bool(chat.get("stream")), include_usage=True,
+                           responses=request)
+    if suffix == "/embeddings":
+        return await _embeddings(ex, provider, route, _object(body))
+    if suffix == "/completions":
+        raise bad_request(f"Legacy completions are not supported for provider '{provider.name}' "
+                          f"({provider.type}); use /v1/chat/completions.", code="unsupported_endpoint")
+    raise GatewayError(404, f"The endpoint {suffix} is not available for provider '{provider.name}'.",
+                       code="unsupported_endpoint")
+
+
+# -- chat completions (and Responses over them) --------------------------------------------
+
+
+async def _chat(ex: Exchange, provider: Provider, route: Route, request: dict[str, Any], *, stream: bool,
+                include_usage: bool, responses: dict[str, Any] | None) -> Usage | None:
+    """POST the translated chat request and answer the client (JSON or SSE)."""
+    wire = provider.wire
+    module = _TRANSLATORS[wire]
+    cfg = provider.cfg
+    try:
+        path, headers, payload = module.build_request(
+            request, route.upstream_model, default_max_tokens=cfg.default_max_tokens,
+            drop_unsupported=cfg.drop_unsupported_params)
+    except TranslationError as exc:
+        raise _translation_error(exc) from None
+    async with watch_client(ex):
+        resp = await _post(ex, provider, path, headers, payload)
+        try:
+            if resp.status >= 400:
+                await _relay_error(ex, resp, module)
+                return None
+            if not stream:
+                return await _chat_body(ex, provider, route, resp, module, responses)
+            if wire == "gemini" and (resp.header(b"content-type") or b"").startswith(b"application/json"):
+                translator = gemini.StreamTranslator(model=route.model, include_usage=include_usage,
+                                                     framing="json-array")
+            else:
+                translator = module.StreamTranslator(model=route.model, include_usage=include_usage)
+            return await _chat_stream(ex, provider, resp, translator, responses, route.model)
+        finally:
+            await resp.aclose()
+
+
+async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: UpstreamResponse, module: ModuleType,
+                     responses: dict[str, Any] | None) -> Usage:
+    """A non-streaming answer: read it whole, translate, respond once."""
+    data = await _read(ex, provider, resp)
+    try:
+        out = module.translate_response(data, model=route.model)
+        usage = module.usage_of(_upstream_usage(provider.wire, data))
+        if responses is not None:
+            out = chat_to_responses(out, model=route.model, request=responses)
+    except (ValueError, TypeError, AttributeError, KeyError, msgspec.DecodeError):
+        log.warning("request %s: provider %s sent a malformed %d body", ex.request_id, provider.name, resp.status)
+        raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
+                           type="upstream_error", code="upstream_malformed") from None
+    await ex.respond(resp.status, out, extra=_kept(resp))
+    return usage
+
+
+def _upstream_usage(wire: str, data: bytes) -> dict[str, Any] | None:
+    shape = _usage_decoders[wire].decode(data)
+    return shape.usage if isinstance(shape, _AnthropicUsage) else shape.usageMetadata
+
+
+async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse, translator: Any,
+                       responses: dict[str, Any] | None, model: str) -> Usage:
+    """Feed every upstream chunk to the translator(s); send each non-empty output at once."""
+    rst = ResponsesStreamTranslator(model, request=responses) if responses is not None else None
+    await ex.start(200, _SSE_HEADERS + _kept(resp) + ex.gateway_headers())
+    send = ex.send
+    next_chunk = resp.next_chunk
+    feed = translator.feed
+    try:
+        while (chunk := await next_chunk()) is not None:
+            if not ex.t_first:
+                ex.t_first = perf_counter()
+            out = feed(chunk)
+            if out:
+                if rst is not None:
+                    out = rst.feed(out)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if translator.error is not None:
+                break
+        tail = translator.close()
+        if rst is not None:
+            tail = rst.feed(tail) + rst.close() if tail else rst.close()
+    except UpstreamError as exc:
+        tail = _midstream_failure(ex, provider, exc, rst)
+    else:
+        if translator.error is not None:
+            err = translator.error
+            log.warning("request %s: provider %s sent an error mid-stream: %s/%s", ex.request_id, provider.name,
+                        err.get("type"), err.get("code"))
+        elif not translator.complete:
+            log.warning("request %s: provider %s ended the stream early", ex.request_id, provider.name)
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    usage: Usage = translator.usage
+    return usage
+
+
+def _midstream_failure(ex: Exchange, provider: Provider, exc: UpstreamError,
+                       rst: ResponsesStreamTranslator | None) -> bytes:
+    """The one error event ending a stream whose upstream timed out or broke."""
+    event = midstream_error_event(ex, provider, exc)
+    return rst.feed(event) if rst is not None else event
+
+
+# -- embeddings ----------------------------------------------------------------------------
+
+
+async def _embeddings(ex: Exchange, provider: Provider, route: Route, request: dict[str, Any]) -> Usage | None:
+    if provider.wire != "gemini":
+        raise bad_request(f"Provider '{provider.name}' ({provider.type}) has no embeddings endpoint.",
+                          param="model", code="unsupported_endpoint")
+    encoding = request.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format",
+                          code="invalid_value")
+    try:
+        path, headers, payload = gemini.build_embeddings_request(request, route.upstream_model)
+    except TranslationError as exc:
+        raise _translation_error(exc) from None
+    async with watch_client(ex):
+        resp = await _post(ex, provider, path, headers, payload)
+        try:
+            if resp.status >= 400:
+                await _relay_error(ex, resp, gemini)
+                return None
+            data = await _read(ex, provider, resp)
+            try:
+                out = gemini.translate_embeddings_response(data, model=route.model, encoding_format=encoding)
+                usage = Usage(prompt_tokens=int((_upstream_usage("gemini", data) or {}).get("promptTokenCount")
+                                                or 0))
+            except (ValueError, TypeError, AttributeError, msgspec.DecodeError):
+                raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
+                                   type="upstream_error", code="upstream_malformed") from None
+            await ex.respond(resp.status, out, extra=_kept(resp))
+            return usage
+        finally:
+            await resp.aclose()
+
+
+# -- shared --------------------------------------------------------------------------------
+
+
+async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, str],
+                payload: bytes) -> UpstreamResponse:
+    """POST ``payload`` to the provider (``path`` may carry a query, e.g. ``?alt=sse``)."""
+    suffix, _, query = path.partition("?")
+    out = [
+        (b"host", provider.host_header),
+        (b"content-length", str(len(payload)).encode()),
+        (b"accept-encoding", b"identity"),
+    ]
+    out += [(k.encode(), v.encode()) for k, v in headers.items()]
+    if not any(k.lower() == "content-type" for k in headers):
+        out.append((b"content-type", b"application/json"))
+    out += provider.auth_headers
+    if provider.extra_headers:
+        out += provider.extra_headers
+    return await open_upstream(provider, b"POST", provider.target(suffix.encode(), query.encode()), out, payload,
+                               ex)
+
+
+async def _read(ex: Exchange, provider: Provider, resp: UpstreamResponse) -> bytes:
+    """A whole (non-streaming) body; the wait for it is the upstream's, not the gateway's."""
+    try:
+        data = await resp.read(BODY_LIMIT)
+    except UpstreamError as exc:
+        raise upstream_failure(exc, provider) from None
+    ex.t_first = perf_counter()
+    ex.upstream_wait = resp.wait
+    return data
+
+
+async def _relay_error(ex: Exchange, resp: UpstreamResponse, module: ModuleType) -> None:
+    """A provider 4xx/5xx -> its translated status and envelope, rate-limit headers kept."""
+    try:
+        data = await resp.read(ERROR_BODY_LIMIT)
+    except UpstreamError:
+        data = b""
+    ex.upstream_wait = resp.wait
+    status, body = module.translate_error(resp.status, data)
+    await ex.respond(status, body, extra=_kept(resp))
+
+
+def _kept(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    """The upstream headers worth relaying (request id, rate limits), minus framing ones."""
+    return [(k, v) for k, v in kept_headers(resp.headers) if k not in (b"content-type", b"content-length")]
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        request = _decode(body)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(request, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return request
+
+
+def _translation_error(exc: TranslationError) -> GatewayError:
+    return GatewayError(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code)

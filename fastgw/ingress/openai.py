@@ -1,0 +1,151 @@
+"""The OpenAI front door: chat completions, completions, embeddings, Responses, models.
+
+``POST /v1/chat/completions`` (and the other model endpoints):
+
+1. :func:`fastgw.ingress.body.read_body` -- the body, within the size limit;
+2. :func:`fastgw.ingress.body.decode_routing` -- only ``model``/``stream``/``stream_options``;
+3. :meth:`fastgw.routing.router.Router.resolve` -- provider and upstream model name;
+4. the virtual key (if one was presented) is checked against the model;
+5. egress by the provider's wire format: :mod:`fastgw.egress.relay` relays bytes
+   to an OpenAI-compatible upstream (after :func:`fastgw.ingress.body.rewrite`
+   when the model name or a parameter must change), :mod:`fastgw.egress.translated`
+   goes through :mod:`fastgw.translate`, :mod:`fastgw.egress.mock` answers in-process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastgw.controls import metrics
+from fastgw.controls.usage import (
+    USAGE_INJECTED,
+    CaptureTap,
+    inject_include_usage,
+    stream_usage_path,
+    usage_tap,
+)
+from fastgw.egress import mock, relay
+from fastgw.errors import GatewayError
+from fastgw.exchange import Exchange, header
+from fastgw.ingress import body as bodies
+from fastgw.routes import Endpoint, Handler, RouteTable
+from fastgw.routing.router import Route
+
+if TYPE_CHECKING:
+    from fastgw.app import Gateway
+
+# Model endpoints: client path -> the suffix under an OpenAI-compatible base URL.
+MODEL_ENDPOINTS = {
+    "/v1/chat/completions": "/chat/completions",
+    "/v1/completions": "/completions",
+    "/v1/embeddings": "/embeddings",
+    "/v1/responses": "/responses",
+}
+STREAMING_ENDPOINTS = frozenset({"/chat/completions", "/completions", "/responses"})
+_POST = frozenset({"POST"})
+_GET = frozenset({"GET"})
+
+
+def register(table: RouteTable) -> None:
+    for path, suffix in MODEL_ENDPOINTS.items():
+        table.add(path, Endpoint(_model_handler(suffix), _POST, admitted=True))
+    table.add("/v1/models", Endpoint(list_models, _GET))
+    table.add("/v1/models/", Endpoint(model_detail, _GET))
+
+
+def _model_handler(suffix: str) -> Handler:
+    async def handler(gw: Gateway, ex: Exchange, token: str | None) -> None:
+        await model_endpoint(gw, ex, suffix, token)
+
+    return handler
+
+
+async def list_models(gw: Gateway, ex: Exchange, token: str | None) -> None:
+    await gw.check_any_key(gw.auth.authorize(ex.scope))
+    await ex.respond(200, gw.models_body)
+
+
+async def model_detail(gw: Gateway, ex: Exchange, token: str | None) -> None:
+    await gw.check_any_key(gw.auth.authorize(ex.scope))
+    model_id = ex.scope["path"][len("/v1/models/"):]
+    body = gw.models_by_id.get(model_id)
+    if body is None:
+        raise GatewayError(404, f"The model '{model_id}' does not exist. See GET /v1/models.",
+                           type="invalid_request_error", param="model", code="model_not_found")
+    await ex.respond(200, body)
+
+
+async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | None = None) -> None:
+    body = await bodies.read_body(ex.scope, ex.receive, gw.max_body)
+    routing = bodies.decode_routing(body)
+    stream = routing.stream
+    if stream and suffix not in STREAMING_ENDPOINTS:
+        raise bodies.bad_request(f"Streaming is not supported on {suffix[1:]}.", param="stream")
+    ex.model = routing.model
+    ex.stream = stream
+    route = gw.router.resolve(routing.model)
+    provider = route.provider
+    ex.provider = provider.name
+    ex.provider_type = provider.type
+    ex.upstream_model = route.upstream_model
+    controls = gw.controls
+    if token is not None:
+        try:
+            ex.key = await controls.check_key(token, routing.model, f"{provider.name}/{route.upstream_model}")
+        except GatewayError:
+            # Refused (model, budget, expiry): still attribute the record to the key.
+            ex.key = controls.keys.lookup_cached(token) if controls.keys is not None else None
+            raise
+    if controls.capture_bodies:
+        ex.body = body
+    if stream:
+        metrics.stream_started()
+    try:
+        await dispatch(gw, ex, suffix, body, routing, route)
+    finally:
+        if stream:
+            metrics.stream_ended()
+
+
+async def dispatch(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: bodies.Routing,
+                   route: Route) -> None:
+    """Egress by the provider's wire format."""
+    provider = route.provider
+    stream = routing.stream
+    if provider.wire == "mock":
+        ex.path_taken = "mock"
+        ex.usage_path = "mock"
+        await mock.serve(ex, provider.cfg.mock, suffix, route.upstream_model, body, stream,
+                         routing.include_usage)
+        return
+    if provider.wire != "openai":
+        from fastgw.egress import translated
+
+        ex.path_taken = "translated"
+        ex.usage_path = "translated"
+        ex.usage = await translated.handle(ex, provider, route, suffix, body, routing)
+        return
+    controls = gw.controls
+    usage_path = stream_usage_path(suffix, stream, routing.include_usage, controls.inject_usage)
+    inject = usage_path == USAGE_INJECTED
+    rename = (suffix == "/chat/completions" and b'"max_tokens"' in body
+              and bodies.needs_max_completion_tokens(provider.type, route.upstream_model))
+    path_taken = "fast"
+    if route.rewrite or rename or (inject and routing.has_stream_options):
+        new = bodies.rewrite(body, model_json=route.upstream_model_json if route.rewrite else None,
+                             rename_max_tokens=rename,
+                             edit=inject_include_usage if inject else None)
+        if new is not None:
+            body = new
+            path_taken = "rewritten"
+    elif inject:
+        # No stream_options at all: splice it in front, no parsing (still the fast path).
+        body = bodies.splice_first_member(body, b'"stream_options":{"include_usage":true}')
+    ex.path_taken = path_taken
+    ex.usage_path = usage_path
+    tap = usage_tap(suffix, stream, usage_path)
+    if controls.capture_bodies and stream:
+        tap = CaptureTap(tap, controls.config.logging.body_cap)
+    ex.tap = tap
+    await relay.relay(ex, provider, provider.target_for(suffix), body, stream=stream,
+                      client_auth=header(ex.scope, b"authorization"), tap=tap)

@@ -1,0 +1,120 @@
+"""ANY /p/{provider}/{path}: raw passthrough to a configured provider.
+
+The request goes to ``{provider base URL}/{path}`` with the provider's
+credentials instead of the client's, streaming both ways: the client's body is
+forwarded as it arrives, the upstream's answer as it comes. The path can never
+leave the provider's base URL: ``.`` and ``..`` segments (encoded or not) are
+refused, and the origin is always the provider's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from fastgw.egress.relay import relay_body
+from fastgw.errors import GatewayError, bad_request
+from fastgw.exchange import ClientGone, Exchange
+from fastgw.routes import Endpoint, RouteTable
+from fastgw.routing.providers import Provider
+from fastgw.upstream.call import HOP_BY_HOP, open_upstream
+
+if TYPE_CHECKING:
+    from fastgw.app import Gateway
+
+# Client headers never forwarded: hop-by-hop, the origin's host, and any credential
+# (the provider's own replace them).
+_DROP_REQUEST = HOP_BY_HOP | {
+    b"host",
+    b"authorization",
+    b"x-api-key",
+    b"api-key",
+    b"x-goog-api-key",
+    b"cookie",
+}
+
+
+def safe_suffix(raw_rest: bytes) -> bytes:
+    """``raw_rest`` (after ``/p/{provider}``) checked to stay under the base path."""
+    for segment in raw_rest.split(b"/"):
+        decoded = unquote(segment.decode("latin-1"))
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded:
+            raise bad_request("The passthrough path may not contain '.', '..' or encoded '/' segments.",
+                              param="path", code="invalid_path")
+    return raw_rest
+
+
+async def _client_body(ex: Exchange) -> AsyncIterator[bytes]:
+    more = True
+    while more:
+        message = await ex.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        more = message.get("more_body", False)
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+
+
+def register(table: RouteTable) -> None:
+    table.add("/p/", Endpoint(passthrough, admitted=True))
+
+
+async def passthrough(gw: Gateway, ex: Exchange, token: str | None) -> None:
+    """Find the provider named in the path, check the key, and relay."""
+    raw_path: bytes = ex.scope.get("raw_path") or ex.scope["path"].encode()
+    raw_path = raw_path.split(b"?", 1)[0]
+    _, _, rest = raw_path.partition(b"/p/")
+    name, _, tail = rest.partition(b"/")
+    provider = gw.router.provider_named(name)
+    if provider is None:
+        raise GatewayError(404, f"No provider named '{name.decode('latin-1')}' is configured.",
+                           type="invalid_request_error", code="unknown_provider")
+    if token is not None:
+        ex.key = await gw.controls.check_key_any_model(token)
+        if ex.key.models:
+            raise GatewayError(403, "This key is limited to some models; the raw passthrough is not "
+                               "available to it.", type="permission_error", code="model_not_allowed")
+    ex.provider = provider.name
+    ex.provider_type = provider.type
+    await handle(ex, provider, b"/" + tail)
+
+
+async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
+    if provider.pool is None:
+        raise GatewayError(404, f"Provider '{provider.name}' has no upstream to pass through to.",
+                           type="invalid_request_error", code="no_upstream")
+    suffix = safe_suffix(raw_rest)
+    scope = ex.scope
+    method = scope["method"].encode()
+    query = scope.get("query_string", b"")
+    headers: list[tuple[bytes, bytes]] = [(b"host", provider.host_header)]
+    framed = False
+    client_auth = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            client_auth = value
+        if name in _DROP_REQUEST:
+            if name == b"transfer-encoding":
+                framed = True
+            continue
+        if name == b"content-length":
+            framed = True
+        headers.append((name, value))
+    if provider.forward_client_key and client_auth is not None:
+        headers.append((b"authorization", client_auth))
+    else:
+        headers += provider.auth_headers
+    headers += provider.extra_headers
+    if framed and not any(n == b"content-length" for n, _ in headers):
+        headers.append((b"transfer-encoding", b"chunked"))
+    body = _client_body(ex) if framed else b""
+    ex.path_taken = "passthrough"
+    resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body, ex)
+    try:
+        out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
+        content_type = resp.header(b"content-type") or b""
+        await relay_body(ex, resp, provider, stream=content_type.startswith(b"text/event-stream"), headers=out)
+    finally:
+        await resp.aclose()

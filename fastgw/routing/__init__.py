@@ -1,0 +1,1 @@
+"""Route: which provider (and, on failure, which next target) serves a model name."""
