@@ -8,14 +8,13 @@ import asyncio
 import base64
 import json
 import struct
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from chat_stream import accumulate, events
 from conftest import CLAUDE, GEMINI, translated_config
 from gateway import GatewayProcess
 from rawhttp import open_stream, post, request
@@ -31,10 +30,6 @@ from bench.wire import (
     gemini_sse,
 )
 from fastgw.translate import anthropic
-
-sys.path.insert(0, str(Path(__file__).parent / "translate"))
-
-from chat_stream import accumulate, events
 
 GEMINI_STREAM_TARGET = f"/v1beta/models/{GEMINI}:streamGenerateContent?alt=sse"
 HI = [{"role": "user", "content": "hi"}]
