@@ -3,8 +3,10 @@
 Modules, one concept each:
 
 * :mod:`~fastgw.translate.sse` -- incremental SSE parser and encoders (``DONE``).
-* :mod:`~fastgw.translate.errors` -- :class:`TranslationError` and the OpenAI error envelope.
+* :mod:`~fastgw.translate.errors` -- :class:`TranslationError`, provider error bodies, ``scrub``.
 * :mod:`~fastgw.translate.chunks` -- OpenAI ``chat.completion(.chunk)`` and usage builders.
+* :mod:`~fastgw.translate.common` -- reading an OpenAI chat request (shared by the request builders).
+* :mod:`~fastgw.translate.stream_base` -- the feed/close loop of every stream translator.
 * :mod:`~fastgw.translate.anthropic` (+ ``anthropic_request``) -- Anthropic Messages.
 * :mod:`~fastgw.translate.gemini` (+ ``gemini_request``, ``jsonarray``) -- Google Gemini API.
 * :mod:`~fastgw.translate.responses` (+ ``responses_stream``) -- the Responses API over chat.

@@ -442,20 +442,14 @@ class StreamTranslator(ChatStream[str | bytes]):
         fc = part.get("functionCall") or {}
         streamed = "partialArgs" in fc or "willContinue" in fc or not fc
         if not streamed:
-            self._end_partial(index, choice, out)
-            choice.calls += 1
-            tc = self._tools
-            self._tools += 1
+            tc = self._new_call(index, choice, out)
             args = _encode(fc.get("args") or {}).decode()
             out.append(
                 self._writer.tool_start(tc, _call_id(part, fc), str(fc.get("name") or ""), args, index)
             )
             return
         if fc.get("name"):
-            self._end_partial(index, choice, out)
-            choice.calls += 1
-            tc = self._tools
-            self._tools += 1
+            tc = self._new_call(index, choice, out)
             choice.partial = (tc, dict(fc.get("args") or {}))
             out.append(self._writer.tool_start(tc, _call_id(part, fc), str(fc["name"]), "", index))
         if choice.partial is not None:
@@ -465,6 +459,14 @@ class StreamTranslator(ChatStream[str | bytes]):
                     _set_path(args, pa["jsonPath"], _partial_value(pa), "stringValue" in pa)
             if not fc.get("name") and not fc.get("partialArgs") and not fc.get("willContinue"):
                 self._end_partial(index, choice, out)
+
+    def _new_call(self, index: int, choice: _Choice, out: list[bytes]) -> int:
+        """Close a streamed call still open on ``choice``; the tool-call index of a new one."""
+        self._end_partial(index, choice, out)
+        choice.calls += 1
+        tc = self._tools
+        self._tools += 1
+        return tc
 
     def _end_partial(self, index: int, choice: _Choice, out: list[bytes]) -> None:
         if choice.partial is not None:
