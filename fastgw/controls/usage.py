@@ -42,6 +42,9 @@ from typing import Any
 
 import msgspec
 
+from fastgw.tokens import Usage
+from fastgw.translate.anthropic import usage_of as anthropic_usage_of
+
 USAGE_CLIENT = "client"
 USAGE_INJECTED = "injected"
 USAGE_NONE = "none"
@@ -51,14 +54,6 @@ USAGE_RESPONSES = "responses"
 TAIL_BYTES = 65536
 HOLD_CAP = 65536
 RESPONSES_CAPTURE_CAP = 16 * 1024 * 1024
-
-
-class Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
 
 
 class _Details(msgspec.Struct):
@@ -121,9 +116,9 @@ def normalize(u: _RawUsage) -> Usage:
         inp = u.input_tokens or 0
         completion = u.output_tokens or 0
         if u.cache_read_input_tokens is not None or u.cache_creation_input_tokens is not None:
-            # Anthropic: input_tokens excludes cache reads and writes.
-            cached = u.cache_read_input_tokens or 0
-            prompt = inp + cached + (u.cache_creation_input_tokens or 0)
+            # Anthropic (input_tokens excludes cache reads and writes): the one normalisation.
+            return anthropic_usage_of({k: v for k, v in msgspec.structs.asdict(u).items()
+                                       if v is not None and not isinstance(v, msgspec.Struct)})
         else:
             prompt = inp
             if u.input_tokens_details is not None and u.input_tokens_details.cached_tokens:

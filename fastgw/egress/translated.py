@@ -3,8 +3,8 @@
 :func:`handle` is the translated branch of :func:`fastgw.ingress.openai.dispatch`:
 the client's OpenAI request goes through :mod:`fastgw.translate` on its way up,
 the provider's answer through it on its way down. The I/O is the fast path's own
-(:func:`fastgw.fastpath.open_upstream` for the request and its failures,
-:class:`fastgw.fastpath.watch_client` so a client disconnect cancels the upstream
+(:func:`fastgw.upstream.call.open_upstream` for the request and its failures,
+:class:`fastgw.upstream.watch.watch_client` so a client disconnect cancels the upstream
 exchange at once).
 
 Endpoints (``suffix``):
@@ -27,7 +27,7 @@ connection) the client gets one error event (chat: ``data: {"error": ...}``;
 Responses: ``error`` + ``response.failed``) and the stream ends without
 ``[DONE]``; a provider error event mid-stream is translated the same way.
 
-:func:`handle` returns the exchange's token :class:`~fastgw.translate.Usage` (what
+:func:`handle` returns the exchange's token :class:`~fastgw.tokens.Usage` (what
 the provider reported, also when the client did not ask for usage) or ``None``
 when there is none (an error answered before any body, an unsupported endpoint).
 """
@@ -45,7 +45,8 @@ from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import Exchange
 from fastgw.routing.providers import Provider
 from fastgw.routing.router import Route
-from fastgw.translate import Usage, anthropic, gemini
+from fastgw.tokens import Usage
+from fastgw.translate import anthropic, gemini
 from fastgw.translate.errors import TranslationError
 from fastgw.translate.responses import ResponsesStreamTranslator, chat_to_responses, responses_to_chat
 from fastgw.upstream.call import (
@@ -70,18 +71,6 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 _decode = msgspec.json.decode
 
 
-class _AnthropicUsage(msgspec.Struct):
-    usage: dict[str, Any] | None = None
-
-
-class _GeminiUsage(msgspec.Struct):
-    usageMetadata: dict[str, Any] | None = None  # Gemini's field name
-
-
-_usage_decoders = {
-    "anthropic": msgspec.json.Decoder(_AnthropicUsage),
-    "gemini": msgspec.json.Decoder(_GeminiUsage),
-}
 
 
 async def handle(ex: Exchange, provider: Provider, route: Route, suffix: str, body: bytes,
@@ -152,7 +141,7 @@ async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: Upstr
     data = await _read(ex, provider, resp)
     try:
         out = module.translate_response(data, model=route.model)
-        usage = module.usage_of(_upstream_usage(provider.wire, data))
+        usage = module.response_usage(data)
         if responses is not None:
             out = chat_to_responses(out, model=route.model, request=responses)
     except (ValueError, TypeError, AttributeError, KeyError, msgspec.DecodeError):
@@ -161,11 +150,6 @@ async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: Upstr
                            type="upstream_error", code="upstream_malformed") from None
     await ex.respond(resp.status, out, extra=_kept(resp))
     return usage
-
-
-def _upstream_usage(wire: str, data: bytes) -> dict[str, Any] | None:
-    shape = _usage_decoders[wire].decode(data)
-    return shape.usage if isinstance(shape, _AnthropicUsage) else shape.usageMetadata
 
 
 async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse, translator: Any,
@@ -236,8 +220,7 @@ async def _embeddings(ex: Exchange, provider: Provider, route: Route, request: d
             data = await _read(ex, provider, resp)
             try:
                 out = gemini.translate_embeddings_response(data, model=route.model, encoding_format=encoding)
-                usage = Usage(prompt_tokens=int((_upstream_usage("gemini", data) or {}).get("promptTokenCount")
-                                                or 0))
+                usage = gemini.response_usage(data)
             except (ValueError, TypeError, AttributeError, msgspec.DecodeError):
                 raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
                                    type="upstream_error", code="upstream_malformed") from None

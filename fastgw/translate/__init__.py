@@ -14,12 +14,10 @@ Modules, one concept each:
 The provider modules share one interface: ``build_request``, ``translate_response``,
 ``StreamTranslator(model=..., include_usage=...)`` with ``feed`` / ``close`` /
 ``finished`` / ``complete`` / ``error`` / ``usage``, ``translate_error``, and
-``usage_of`` / ``response_usage`` (the provider's usage as :class:`fastgw.tokens.Usage`,
-which this package re-exports as ``Usage``).
+``usage_of`` / ``response_usage`` (the provider's usage as :class:`fastgw.tokens.Usage`).
 """
 
-from fastgw.tokens import Usage
 
 from .errors import TranslationError
 
-__all__ = ["TranslationError", "Usage"]
+__all__ = ["TranslationError"]

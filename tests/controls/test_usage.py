@@ -249,7 +249,7 @@ def test_usage_from_json_body() -> None:
     # Anthropic: input_tokens excludes cache reads/writes
     assert usage_from_json_body(
         b'{"usage":{"input_tokens":5,"output_tokens":2,"cache_read_input_tokens":10,"cache_creation_input_tokens":3}}'
-    ) == Usage(18, 2, 20, 10, 0)
+    ) == Usage(18, 2, 20, 10, 0, cache_write_tokens=3)
     assert usage_from_json_body(b'{"usage":null}') is None
     assert usage_from_json_body(b'{"no":"usage"}') is None
     assert usage_from_json_body(b"not json") is None

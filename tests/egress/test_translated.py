@@ -474,7 +474,7 @@ def _handle(upstream_url: str, wire: str, body: dict[str, Any], suffix: str = "/
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_handle_returns_usage(upstream, stream):
-    from fastgw.translate import Usage
+    from fastgw.tokens import Usage
 
     usage_a = {"input_tokens": 5, "cache_read_input_tokens": 2, "cache_creation_input_tokens": 0}
     if stream:
@@ -500,3 +500,10 @@ def test_handle_returns_none_on_provider_error(upstream):
     upstream.handler = lambda r: json_reply(anthropic_error("api_error", "boom"), status=500)
     usage, sent = _handle(upstream.url, "anthropic", {"messages": HI})
     assert usage is None and b"boom" in sent
+
+
+def test_gemini_embeddings_usage_counts_prompt_and_total(upstream):
+    upstream.handler = lambda r: json_reply(json.dumps(
+        {"embeddings": [{"values": [0.5, 0.25]}], "usageMetadata": {"promptTokenCount": 6}}).encode())
+    usage, _ = _handle(upstream.url, "gemini", {"input": "a"}, "/embeddings")
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (6, 0, 6)
