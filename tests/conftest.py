@@ -29,7 +29,7 @@ def upstream(upstream_server: UpstreamServer) -> UpstreamServer:
 
 
 def basic_config(upstream_url: str, extra: str = "") -> str:
-    """The minimal config from the issue, pointed at the test upstream."""
+    """The minimal config (one OpenAI-compatible provider), pointed at the test upstream."""
     return f"""
 providers:
   - name: local

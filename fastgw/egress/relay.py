@@ -31,6 +31,7 @@ from fastgw.upstream.call import (
     log_midstream_failure,
     midstream_error_event,
     open_upstream,
+    relayed_headers,
     upstream_headers,
 )
 from fastgw.upstream.client import UpstreamError, UpstreamResponse
@@ -53,8 +54,7 @@ async def relay_error(ex: Exchange, resp: UpstreamResponse, provider: Provider) 
     """Relay an upstream 4xx/5xx: its status, rate-limit headers and an envelope body."""
     data = await resp.read(ERROR_BODY_LIMIT)
     body = error_body(resp.status, data, provider)
-    extra = [(k, v) for k, v in kept_headers(resp.headers) if k not in (b"content-type", b"content-length")]
-    await ex.respond(resp.status, body, extra=extra)
+    await ex.respond(resp.status, body, extra=relayed_headers(resp))
 
 
 async def relay(

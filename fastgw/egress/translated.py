@@ -35,6 +35,7 @@ when there is none (an error answered before any body, an unsupported endpoint).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from types import ModuleType
 from typing import Any
@@ -51,9 +52,9 @@ from fastgw.translate.errors import TranslationError
 from fastgw.translate.responses import ResponsesStreamTranslator, chat_to_responses, responses_to_chat
 from fastgw.upstream.call import (
     ERROR_BODY_LIMIT,
-    kept_headers,
     midstream_error_event,
     open_upstream,
+    relayed_headers,
     upstream_failure,
 )
 from fastgw.upstream.client import UpstreamError, UpstreamResponse
@@ -117,22 +118,18 @@ async def _chat(ex: Exchange, provider: Provider, route: Route, request: dict[st
             drop_unsupported=cfg.drop_unsupported_params)
     except TranslationError as exc:
         raise _translation_error(exc) from None
-    async with watch_client(ex):
-        resp = await _post(ex, provider, path, headers, payload)
-        try:
-            if resp.status >= 400:
-                await _relay_error(ex, resp, module)
-                return None
-            if not stream:
-                return await _chat_body(ex, provider, route, resp, module, responses)
-            if wire == "gemini" and (resp.header(b"content-type") or b"").startswith(b"application/json"):
-                translator = gemini.StreamTranslator(model=route.model, include_usage=include_usage,
-                                                     framing="json-array")
-            else:
-                translator = module.StreamTranslator(model=route.model, include_usage=include_usage)
-            return await _chat_stream(ex, provider, resp, translator, responses, route.model)
-        finally:
-            await resp.aclose()
+
+    async def answer(resp: UpstreamResponse) -> Usage:
+        if not stream:
+            return await _chat_body(ex, provider, route, resp, module, responses)
+        if wire == "gemini" and (resp.header(b"content-type") or b"").startswith(b"application/json"):
+            translator = gemini.StreamTranslator(model=route.model, include_usage=include_usage,
+                                                 framing="json-array")
+        else:
+            translator = module.StreamTranslator(model=route.model, include_usage=include_usage)
+        return await _chat_stream(ex, provider, resp, translator, responses, route.model)
+
+    return await _exchange(ex, provider, module, path, headers, payload, answer)
 
 
 async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: UpstreamResponse, module: ModuleType,
@@ -148,7 +145,7 @@ async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: Upstr
         log.warning("request %s: provider %s sent a malformed %d body", ex.request_id, provider.name, resp.status)
         raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
                            type="upstream_error", code="upstream_malformed") from None
-    await ex.respond(resp.status, out, extra=_kept(resp))
+    await ex.respond(resp.status, out, extra=relayed_headers(resp))
     return usage
 
 
@@ -156,7 +153,7 @@ async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse,
                        responses: dict[str, Any] | None, model: str) -> Usage:
     """Feed every upstream chunk to the translator(s); send each non-empty output at once."""
     rst = ResponsesStreamTranslator(model, request=responses) if responses is not None else None
-    await ex.start(200, _SSE_HEADERS + _kept(resp) + ex.gateway_headers())
+    await ex.start(200, _SSE_HEADERS + relayed_headers(resp) + ex.gateway_headers())
     send = ex.send
     next_chunk = resp.next_chunk
     feed = translator.feed
@@ -211,26 +208,36 @@ async def _embeddings(ex: Exchange, provider: Provider, route: Route, request: d
         path, headers, payload = gemini.build_embeddings_request(request, route.upstream_model)
     except TranslationError as exc:
         raise _translation_error(exc) from None
+
+    async def answer(resp: UpstreamResponse) -> Usage:
+        data = await _read(ex, provider, resp)
+        try:
+            out = gemini.translate_embeddings_response(data, model=route.model, encoding_format=encoding)
+            usage = gemini.response_usage(data)
+        except (ValueError, TypeError, AttributeError, msgspec.DecodeError):
+            raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
+                               type="upstream_error", code="upstream_malformed") from None
+        await ex.respond(resp.status, out, extra=relayed_headers(resp))
+        return usage
+
+    return await _exchange(ex, provider, gemini, path, headers, payload, answer)
+
+
+# -- shared --------------------------------------------------------------------------------
+
+
+async def _exchange(ex: Exchange, provider: Provider, module: ModuleType, path: str, headers: dict[str, str],
+                    payload: bytes, answer: Callable[[UpstreamResponse], Awaitable[Usage]]) -> Usage | None:
+    """POST, then ``answer`` a 2xx (or relay the provider's error), watching the client throughout."""
     async with watch_client(ex):
         resp = await _post(ex, provider, path, headers, payload)
         try:
             if resp.status >= 400:
-                await _relay_error(ex, resp, gemini)
+                await _relay_error(ex, resp, module)
                 return None
-            data = await _read(ex, provider, resp)
-            try:
-                out = gemini.translate_embeddings_response(data, model=route.model, encoding_format=encoding)
-                usage = gemini.response_usage(data)
-            except (ValueError, TypeError, AttributeError, msgspec.DecodeError):
-                raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
-                                   type="upstream_error", code="upstream_malformed") from None
-            await ex.respond(resp.status, out, extra=_kept(resp))
-            return usage
+            return await answer(resp)
         finally:
             await resp.aclose()
-
-
-# -- shared --------------------------------------------------------------------------------
 
 
 async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, str],
@@ -271,12 +278,7 @@ async def _relay_error(ex: Exchange, resp: UpstreamResponse, module: ModuleType)
         data = b""
     ex.upstream_wait = resp.wait
     status, body = module.translate_error(resp.status, data)
-    await ex.respond(status, body, extra=_kept(resp))
-
-
-def _kept(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
-    """The upstream headers worth relaying (request id, rate limits), minus framing ones."""
-    return [(k, v) for k, v in kept_headers(resp.headers) if k not in (b"content-type", b"content-length")]
+    await ex.respond(status, body, extra=relayed_headers(resp))
 
 
 def _object(body: bytes) -> dict[str, Any]:

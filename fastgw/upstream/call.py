@@ -90,6 +90,11 @@ def kept_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     return out
 
 
+def relayed_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    """:func:`kept_headers` minus the framing ones, for an answer whose body the gateway writes."""
+    return [(k, v) for k, v in kept_headers(resp.headers) if k not in (b"content-type", b"content-length")]
+
+
 def upstream_headers(provider: Provider, body_length: int, client_auth: bytes | None) -> list[tuple[bytes, bytes]] | Headers:
     """The request headers for a JSON POST to ``provider``."""
     if provider.forward_client_key and client_auth:

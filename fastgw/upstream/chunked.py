@@ -3,8 +3,8 @@
 h11's own ``ChunkedReader`` produces one ``Data`` event per HTTP chunk, and each
 event costs a trip through h11's state machine (``next_event`` ->
 ``_process_event`` -> two state objects). An LLM stream is one small chunk per
-SSE event, so a 20-event stream costs ~40 such trips: the largest single cost of
-relaying a stream (measured: ~60 % of the gateway's in-process CPU per stream).
+SSE event, so a stream pays those trips once per event: the largest single cost of
+relaying a stream.
 
 :class:`BatchChunkedReader` speaks the same reader contract h11 uses for its
 body readers (``__call__(buf) -> Data | EndOfMessage | None`` and

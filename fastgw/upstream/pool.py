@@ -1,7 +1,7 @@
 """A per-origin connection pool with O(1) checkout and return.
 
 ``httpcore.AsyncConnectionPool`` scans every connection on every request and
-serialises on one lock; under concurrency here it collapses (DEVELOPERS.md).
+serialises on one lock, so its cost grows with the number of connections.
 This pool keeps, per origin:
 
 * ``idle``: a deque of :class:`Connection` ready for a request (LIFO: the most
