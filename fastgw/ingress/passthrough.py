@@ -3,8 +3,10 @@
 The request goes to ``{provider base URL}/{path}`` with the provider's
 credentials instead of the client's, streaming both ways: the client's body is
 forwarded as it arrives, the upstream's answer as it comes. The path can never
-leave the provider's base URL: ``.`` and ``..`` segments (encoded or not) are
-refused, and the origin is always the provider's own.
+leave the provider's base URL: ``.`` and ``..`` segments (encoded once or more,
+or with ``;`` parameters), encoded slashes and backslashes and control
+characters are refused, and the origin (scheme, host, port) is always the
+provider's own: the path is only ever appended to its base path.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import unquote
 
 from fastgw.egress.relay import relay_body
 from fastgw.errors import GatewayError, bad_request
-from fastgw.exchange import ClientGone, Exchange
+from fastgw.exchange import ClientGone, Exchange, header
 from fastgw.routes import Endpoint, RouteTable
 from fastgw.routing.providers import Provider
 from fastgw.upstream.call import HOP_BY_HOP, open_upstream
@@ -35,13 +37,27 @@ _DROP_REQUEST = HOP_BY_HOP | {
 }
 
 
+_DOT_SEGMENTS = (".", "..")
+
+
+def _decoded(segment: str) -> str:
+    """``segment`` percent-decoded until stable (an upstream may decode twice), at most 4 times."""
+    for _ in range(4):
+        once = unquote(segment)
+        if once == segment:
+            break
+        segment = once
+    return segment
+
+
 def safe_suffix(raw_rest: bytes) -> bytes:
     """``raw_rest`` (after ``/p/{provider}``) checked to stay under the base path."""
     for segment in raw_rest.split(b"/"):
-        decoded = unquote(segment.decode("latin-1"))
-        if decoded in (".", "..") or "/" in decoded or "\\" in decoded:
-            raise bad_request("The passthrough path may not contain '.', '..' or encoded '/' segments.",
-                              param="path", code="invalid_path")
+        decoded = _decoded(segment.decode("latin-1"))
+        if (decoded.split(";", 1)[0] in _DOT_SEGMENTS or "/" in decoded or "\\" in decoded
+                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded)):
+            raise bad_request("The passthrough path may not contain '.', '..', encoded '/' or '\\' segments "
+                              "or control characters.", param="path", code="invalid_path")
     return raw_rest
 
 
@@ -91,10 +107,9 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
     query = scope.get("query_string", b"")
     headers: list[tuple[bytes, bytes]] = [(b"host", provider.host_header)]
     framed = False
-    client_auth = None
+    # The first Authorization header: the one the gateway's auth check read.
+    client_auth = header(scope, b"authorization")
     for name, value in scope["headers"]:
-        if name == b"authorization":
-            client_auth = value
         if name in _DROP_REQUEST:
             if name == b"transfer-encoding":
                 framed = True
