@@ -30,7 +30,7 @@ from fastgw.admission.auth import Authorizer
 from fastgw.admission.concurrency import InflightLimit
 from fastgw.config import Config, load_config
 from fastgw.controls.runtime import Controls
-from fastgw.errors import GatewayError, envelope
+from fastgw.errors import GatewayError, ResponseAborted, envelope
 from fastgw.exchange import Exchange, Receive, Send
 from fastgw.ingress import admin, ops, passthrough
 from fastgw.ingress import openai as openai_door
@@ -38,6 +38,7 @@ from fastgw.routes import RouteTable
 from fastgw.routing.providers import Provider, resolved_providers
 from fastgw.routing.router import Router
 from fastgw.upstream.backend import AsyncioBackend
+from fastgw.upstream.client import UpstreamError
 
 log = logging.getLogger("fastgw")
 
@@ -150,6 +151,13 @@ class Gateway:
         except GatewayError as exc:
             ex.error_type = exc.type
             await self._fail(ex, exc.status, exc.body(), exc.headers)
+        except UpstreamError:
+            # The upstream failed after the answer started (logged and counted where it happened).
+            ex.error_type = "upstream_error"
+            if ex.started:
+                raise ResponseAborted("the upstream failed mid-response") from None
+            await self._fail(ex, 502, envelope("The upstream provider failed.", "upstream_error", None,
+                                               "upstream_error"), [])
         except (ConnectionError, asyncio.CancelledError):
             # The client left (its body unread, or while the upstream answered).
             ex.error_type = "client_disconnected"
@@ -166,7 +174,7 @@ class Gateway:
     async def _fail(self, ex: Exchange, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if ex.started:
             # The answer is under way: only closing the connection can tell the client.
-            raise ConnectionAbortedError("response aborted after an error")
+            raise ResponseAborted("response aborted after an error")
         await ex.respond(status, body, extra=headers)
 
     async def check_any_key(self, token: str | None) -> None:
@@ -188,3 +196,4 @@ def create_app() -> Gateway:
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Gateway(config)
+

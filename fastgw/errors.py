@@ -105,3 +105,9 @@ STATUS_TYPES: dict[int, str] = {
 
 def type_for_status(status: int) -> str:
     return STATUS_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+class ResponseAborted(ConnectionAbortedError):
+    """Raised to the server to abort a response already under way (its cause was logged already):
+    closing the connection short of the announced body is the only signal left for the client."""
+
