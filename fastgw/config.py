@@ -80,6 +80,12 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: list[str] = []
     discover_models: bool = False
     forward_client_key: bool = False
+    # TLS to the upstream: a PEM CA bundle to trust instead of the default (certifi) one,
+    # a client certificate and key for mTLS, and verification (off only for development).
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
     # Translated providers (anthropic): max_tokens when the client sent none.
     default_max_tokens: int | None = None
     # Translated providers: drop parameters the provider cannot honour instead of a 400.
@@ -206,6 +212,15 @@ def check_url(url: str, path: str) -> None:
         raise ConfigError(f"{path}: expected a URL with a valid port, got {url!r}") from None
 
 
+def _check_tls(provider: ProviderConfig, where: str) -> None:
+    for key in ("ca_bundle", "client_cert", "client_key"):
+        path = getattr(provider, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{where}.{key}: no such file: {path!r}")
+    if provider.client_key is not None and provider.client_cert is None:
+        raise ConfigError(f"{where}.client_key: needs client_cert")
+
+
 def _check(config: Config) -> None:
     seen: set[str] = set()
     for i, provider in enumerate(config.providers):
@@ -219,6 +234,7 @@ def _check(config: Config) -> None:
             check_url(provider.base_url, f"{where}.base_url")
         elif provider.type in ("openai-compatible", "generic", "azure"):
             raise ConfigError(f"{where}.base_url: required for type {provider.type}")
+        _check_tls(provider, where)
         if provider.max_connections < 1:
             raise ConfigError(f"{where}.max_connections: expected a number >= 1")
         for key in ("connect", "first_byte", "idle", "total"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ def sse_reply(body: bytes | list[bytes], *, interval: float = 0.0, content_type:
 
 
 class UpstreamServer:
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context  # serve HTTPS with this context
         self.handler: Callable[[Received], Reply] = lambda r: json_reply(b'{"ok":true}')
         self.requests: list[Received] = []
         self.open_connections = 0
@@ -83,11 +85,12 @@ class UpstreamServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, sock=self._sock))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, sock=self._sock,
+                                                                                  ssl=self._ssl))
         self._started.set()
         self._loop.run_forever()
 

@@ -15,15 +15,19 @@ variables are set, so the embedded default reaches real providers with no file.
 from __future__ import annotations
 
 import fnmatch
+import logging
+import ssl
 from urllib.parse import urlsplit
 
 import httpcore
 
 from fastgw.config import Config, ProviderConfig
-from fastgw.upstream.backend import AsyncioBackend
+from fastgw.upstream.backend import AsyncioBackend, tls_context
 from fastgw.upstream.client import Timeouts
 from fastgw.upstream.connection import HeaderItems, prevalidate
 from fastgw.upstream.pool import Pool
+
+log = logging.getLogger("fastgw.providers")
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -140,6 +144,7 @@ class Provider:
             pool_timeout=cfg.pool_timeout,
             connect_timeout=t.connect,
             keepalive_expiry=cfg.keepalive_expiry,
+            ssl_context=provider_tls(cfg, parts.scheme == "https"),
         )
         self.auth_headers = auth_headers(cfg)
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in cfg.headers.items()]
@@ -173,6 +178,23 @@ class Provider:
         target = self.base_path + suffix
         q = b"&".join(part for part in (self.base_query, query) if part)
         return target + b"?" + q if q else target
+
+
+def provider_tls(cfg: ProviderConfig, https: bool) -> ssl.SSLContext | None:
+    """The provider's own TLS context, or None for the default (certifi, verified)."""
+    if cfg.ca_bundle is None and cfg.client_cert is None and cfg.verify:
+        return None
+    if not cfg.verify:
+        log.warning("provider %s: TLS certificate verification is OFF (verify: false). Anyone on the path "
+                    "to %s can read and change its traffic and its key; for development only.",
+                    cfg.name, cfg.base_url)
+    if not https:
+        log.warning("provider %s: TLS settings are ignored: base_url is not https", cfg.name)
+        return None
+    try:
+        return tls_context(cfg.ca_bundle, cfg.client_cert, cfg.client_key, cfg.verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"provider {cfg.name}: cannot load its TLS files: {exc}") from None
 
 
 def _is_pattern(model: str) -> bool:

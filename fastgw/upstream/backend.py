@@ -36,6 +36,20 @@ def default_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
+def tls_context(ca_bundle: str | None = None, client_cert: str | None = None, client_key: str | None = None,
+                verify: bool = True) -> ssl.SSLContext:
+    """A provider's own TLS context: its CA bundle (instead of certifi's), its client
+    certificate for mTLS, or -- for development only -- no verification at all."""
+    ctx = ssl.create_default_context(cafile=ca_bundle or certifi.where())
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client_cert is not None:
+        ctx.load_cert_chain(client_cert, client_key)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class _Protocol(asyncio.Protocol):
     """Collects received bytes (as the objects the loop gave, no copying) and wakes the reader."""
 
@@ -277,13 +291,15 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
         *,
         tls: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncioStream:
+        """``ssl_context`` (a provider's own) overrides the backend's default one."""
         loop = asyncio.get_running_loop()
         ssl_ctx: ssl.SSLContext | None = None
         if tls:
-            if self._ssl_context is None:
+            if ssl_context is None and self._ssl_context is None:
                 self._ssl_context = default_ssl_context()
-            ssl_ctx = self._ssl_context
+            ssl_ctx = ssl_context or self._ssl_context
         try:
             async with asyncio.timeout(timeout):
                 transport, protocol = await loop.create_connection(

@@ -20,6 +20,7 @@ the next waiter.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 
 import httpcore
@@ -55,8 +56,10 @@ class Pool:
         pool_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         keepalive_expiry: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.origin = origin
+        self.ssl_context = ssl_context  # None: the backend's default (certifi)
         self.host = origin.host.decode("ascii")
         self.port = origin.port
         self.tls = origin.scheme == b"https"
@@ -120,7 +123,7 @@ class Pool:
     async def _open(self) -> Connection:
         try:
             stream = await self.backend.connect_tcp(
-                self.host, self.port, timeout=self.connect_timeout, tls=self.tls
+                self.host, self.port, timeout=self.connect_timeout, tls=self.tls, ssl_context=self.ssl_context
             )
         except BaseException:
             self._free_slot()
