@@ -31,7 +31,7 @@ from fastgw.admission.concurrency import InflightLimit
 from fastgw.config import Config, load_config
 from fastgw.controls.runtime import Controls
 from fastgw.errors import GatewayError, ResponseAborted, envelope
-from fastgw.exchange import Exchange, Receive, Send
+from fastgw.exchange import ClientGone, Exchange, Receive, Send
 from fastgw.ingress import admin, ops, passthrough
 from fastgw.ingress import openai as openai_door
 from fastgw.routes import RouteTable
@@ -158,6 +158,21 @@ class Gateway:
                 raise ResponseAborted("the upstream failed mid-response") from None
             await self._fail(ex, 502, envelope("The upstream provider failed.", "upstream_error", None,
                                                "upstream_error"), [])
+        except (RecursionError, UnicodeDecodeError) as exc:
+            # A body a decoder could not follow (nested too deeply, or a key that is not
+            # UTF-8), wherever it was decoded: the client's input, never the gateway's fault.
+            ex.error_type = "invalid_request_error"
+            what = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+            await self._fail(ex, 400, envelope(f"The request body is {what}.", "invalid_request_error", None,
+                                               "invalid_json"), [])
+        except ClientGone:
+            # The client left, or its body broke off (the server saw bad framing): say so in
+            # case it is still there (a body that broke off is answered, a gone client hears nothing).
+            ex.error_type = "client_disconnected"
+            if not ex.started:
+                await ex.respond(400, envelope("The request body ended before it was complete.",
+                                               "invalid_request_error", None, "incomplete_body"))
+            ex.status = 499
         except (ConnectionError, asyncio.CancelledError):
             # The client left (its body unread, or while the upstream answered).
             ex.error_type = "client_disconnected"

@@ -52,6 +52,10 @@ def decode_routing(body: bytes) -> Routing:
     """Decode the routing fields; a 400 naming the param for anything malformed."""
     try:
         fields = _routing_decoder.decode(body)
+    except RecursionError:
+        raise too_deep() from None
+    except UnicodeDecodeError:
+        raise not_utf8() from None
     except msgspec.ValidationError as exc:
         # Only "Expected `object`" can fail here: the fields themselves are Any.
         raise bad_request(f"The request body must be a JSON object ({_short(exc)}).") from None
@@ -90,6 +94,14 @@ def decode_routing(body: bytes) -> Routing:
     return Routing(model, stream, include_usage, present)
 
 
+def too_deep() -> GatewayError:
+    return bad_request("The request body is nested too deeply.", code="invalid_json")
+
+
+def not_utf8() -> GatewayError:
+    return bad_request("The request body is not valid UTF-8.", code="invalid_json")
+
+
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text[:1].lower() + text[1:200]
@@ -99,6 +111,10 @@ def decode_raw_object(body: bytes) -> dict[str, msgspec.Raw]:
     """The top-level object with every value kept as raw JSON bytes."""
     try:
         return _raw_object_decoder.decode(body)
+    except RecursionError:
+        raise too_deep() from None
+    except UnicodeDecodeError:
+        raise not_utf8() from None
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise bad_request(f"The request body is not a valid JSON object: {_short(exc)}.") from None
 

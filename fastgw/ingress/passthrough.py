@@ -107,6 +107,11 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
     query = scope.get("query_string", b"")
     headers: list[tuple[bytes, bytes]] = [(b"host", provider.host_header)]
     framed = False
+    lengths = [v for n, v in scope["headers"] if n == b"content-length"]
+    if len(set(lengths)) > 1 or (lengths and header(scope, b"transfer-encoding") is not None):
+        # Ambiguous framing (RFC 9112 6.3): never forwarded, whatever the server made of it.
+        raise bad_request("The request has conflicting Content-Length / Transfer-Encoding headers.",
+                          code="ambiguous_framing")
     # The first Authorization header: the one the gateway's auth check read.
     client_auth = header(scope, b"authorization")
     for name, value in scope["headers"]:

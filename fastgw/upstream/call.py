@@ -37,6 +37,7 @@ from fastgw.errors import (
 from fastgw.exchange import Exchange
 from fastgw.routing.providers import Provider
 from fastgw.upstream.client import (
+    RequestRefused,
     UpstreamBroken,
     UpstreamError,
     UpstreamResponse,
@@ -113,6 +114,9 @@ def upstream_headers(provider: Provider, body_length: int, client_auth: bytes | 
 def upstream_failure(exc: BaseException, provider: Provider) -> GatewayError:
     """The client-facing error for a failure before any response byte."""
     name = provider.name
+    if isinstance(exc, RequestRefused):
+        return GatewayError(400, f"The request cannot be sent to provider '{name}': {_clean(exc)}",
+                            type="invalid_request_error", code="invalid_request")
     if isinstance(exc, UpstreamTimeout):
         return upstream_timeout(f"The upstream provider '{name}' timed out ({exc.kind}).")
     if isinstance(exc, PoolTimeout):
@@ -145,8 +149,9 @@ async def open_upstream(
     try:
         resp = await send(provider.pool, method, target, headers, body, provider.timeouts)
     except (UpstreamError, PoolTimeout) as exc:
-        metrics.observe_upstream_error(provider.name, "pool_timeout" if isinstance(exc, PoolTimeout)
-                                       else getattr(exc, "kind", "error"))
+        if not isinstance(exc, RequestRefused):
+            metrics.observe_upstream_error(provider.name, "pool_timeout" if isinstance(exc, PoolTimeout)
+                                           else getattr(exc, "kind", "error"))
         raise upstream_failure(exc, provider) from None
     if ex is not None:
         ex.upstream = resp

@@ -49,6 +49,13 @@ class UpstreamBroken(UpstreamError):
     kind = "broken"
 
 
+class RequestRefused(UpstreamError):
+    """h11 refused to write the request (a header name or value HTTP does not allow): the
+    client's fault, never sent."""
+
+    kind = "request_refused"
+
+
 class Timeouts:
     """Seconds; ``None`` means no limit."""
 
@@ -166,6 +173,10 @@ async def send(
         except httpcore.TimeoutException as exc:
             pool.release(conn)
             raise UpstreamTimeout(str(exc) or "first_byte") from None
+        except httpcore.LocalProtocolError:
+            pool.release(conn)
+            # h11's message quotes the offending value, which may be a credential: not kept.
+            raise RequestRefused("a request header name or value is not allowed in HTTP") from None
         except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             reused = conn.reused
             pool.release(conn)
