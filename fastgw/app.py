@@ -169,10 +169,11 @@ class Gateway:
             # The client left, or its body broke off (the server saw bad framing): say so in
             # case it is still there (a body that broke off is answered, a gone client hears nothing).
             ex.error_type = "client_disconnected"
+            status = ex.status or 499
             if not ex.started:
                 await ex.respond(400, envelope("The request body ended before it was complete.",
                                                "invalid_request_error", None, "incomplete_body"))
-            ex.status = 499
+            ex.status = status
         except (ConnectionError, asyncio.CancelledError):
             # The client left (its body unread, or while the upstream answered).
             ex.error_type = "client_disconnected"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from fastgw.controls import metrics
+from fastgw.controls.estimate import estimate_stream_usage
 from fastgw.controls.keys import KeyManager
 from fastgw.controls.pricing import Pricing
 from fastgw.controls.reqlog import RequestLogger, RequestRecord, derive_conversation_id
@@ -32,8 +33,14 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
     provider = ex.provider
     usage = ex.usage
     tap = ex.tap
+    estimated = False
     if usage is None and tap is not None and 200 <= status < 300:
         usage = tap.usage
+        if usage is None and ex.stream and ex.error_type == "client_disconnected":
+            # The client left before the provider's usage arrived: bill what was generated.
+            length = header(ex.scope, b"content-length")
+            usage = estimate_stream_usage(tap, int(length) if length and length.isdigit() else 0)
+            estimated = usage is not None
     metrics.observe_request(provider, model, status, ex.path_taken or "none", total, ttfb,
                             max(0.0, total - wait))
     if ex.usage_path:
@@ -73,6 +80,7 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
         cached_tokens=cached,
         reasoning_tokens=reasoning,
         cost_usd=cost,
+        usage_estimated=estimated,
     )
     if capture_bodies and ex.body is not None:
         record.request_body = ex.body

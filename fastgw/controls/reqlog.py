@@ -56,6 +56,8 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     cost_usd: float | None = None
+    # Usage is fastgw's estimate (a stream cancelled before the provider's usage arrived).
+    usage_estimated: bool = False
     conversation_id: str | None = None
     request_body: bytes | str | None = None
     response_body: bytes | str | None = None
@@ -80,6 +82,7 @@ COLUMNS = (
     "cached_tokens",
     "reasoning_tokens",
     "cost_usd",
+    "usage_estimated",
     "conversation_id",
     "request_body",
     "response_body",
@@ -287,6 +290,7 @@ class RequestLogger:
                 r.cached_tokens,
                 r.reasoning_tokens,
                 r.cost_usd,
+                int(r.usage_estimated),
                 r.conversation_id,
                 cap_and_redact(r.request_body, cap),
                 cap_and_redact(r.response_body, cap),
@@ -380,6 +384,8 @@ def _as_dict(cols: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     d = dict(zip(cols, row, strict=True))
     if "stream" in d:
         d["stream"] = bool(d["stream"])
+    if "usage_estimated" in d:
+        d["usage_estimated"] = bool(d["usage_estimated"])
     d.pop("day", None)
     return d
 

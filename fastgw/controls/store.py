@@ -88,6 +88,7 @@ _SCHEMA_COMMON = [
         cached_tokens {INT},
         reasoning_tokens {INT},
         cost_usd {REAL},
+        usage_estimated {INT} NOT NULL DEFAULT 0,
         conversation_id TEXT,
         request_body TEXT,
         response_body TEXT
@@ -104,8 +105,26 @@ _TYPES = {
 }
 
 
+# Columns added after a table was first released: (table, column, definition). Added to
+# existing databases on open (PostgreSQL: IF NOT EXISTS; SQLite: when table_info lacks it).
+_ADDED_COLUMNS = [
+    ("request_log", "usage_estimated", "{INT} NOT NULL DEFAULT 0"),
+]
+
+
 def schema(dialect: str) -> list[str]:
-    return [s.format(**_TYPES[dialect]) for s in _SCHEMA_COMMON]
+    stmts = [s.format(**_TYPES[dialect]) for s in _SCHEMA_COMMON]
+    if dialect == "postgresql":
+        stmts += [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {d.format(**_TYPES[dialect])}"
+                  for t, c, d in _ADDED_COLUMNS]
+    return stmts
+
+
+def _sqlite_migrate(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition.format(**_TYPES['sqlite'])}")
 
 
 class Store:
@@ -184,6 +203,7 @@ class SQLiteStore(Store):
             try:
                 for stmt in schema("sqlite"):
                     conn.execute(stmt)
+                _sqlite_migrate(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -250,16 +250,18 @@ def _choices_state(data: bytes, pos: int, end: int) -> int:
 class _Tail:
     """References to the last >= ``limit`` bytes of chunks (no copying)."""
 
-    __slots__ = ("chunks", "limit", "size")
+    __slots__ = ("chunks", "limit", "size", "total")
 
     def __init__(self, limit: int) -> None:
         self.chunks: deque[bytes] = deque()
         self.size = 0
         self.limit = limit
+        self.total = 0  # every byte ever added (a cancelled stream's estimate scales by it)
 
     def add(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
         self.size += len(chunk)
+        self.total += len(chunk)
         while self.size - len(self.chunks[0]) >= self.limit:
             self.size -= len(self.chunks.popleft())
 
@@ -365,6 +367,10 @@ class StreamUsageTap:
             return False
         return _choices_state(data, pos, end) != 1
 
+    def seen(self) -> tuple[bytes, int]:
+        """The stream's last bytes and how many it had (for an estimate when it was cut short)."""
+        return self._tail.data(), self._tail.total
+
     def close(self) -> bytes:
         """End of stream: return any held bytes (an unterminated last event)."""
         self.closed = True
@@ -413,6 +419,7 @@ class ResponsesUsageTap:
         if self._capturing:
             t.chunks.append(chunk)
             t.size += len(chunk)
+            t.total += len(chunk)
             if t.size > RESPONSES_CAPTURE_CAP:  # marker was in content, not an event
                 self._capturing = False
                 t.add(b"")
@@ -427,6 +434,9 @@ class ResponsesUsageTap:
     def close(self) -> bytes:
         self.closed = True
         return b""
+
+    def seen(self) -> tuple[bytes, int]:
+        return self._tail.data(), self._tail.total
 
     @property
     def usage(self) -> Usage | None:
@@ -504,6 +514,10 @@ class CaptureTap:
     @property
     def usage(self) -> Usage | None:
         return self._inner.usage if self._inner is not None else None
+
+    def seen(self) -> tuple[bytes, int]:
+        seen = getattr(self._inner, "seen", None)
+        return seen() if seen is not None else (b"", 0)
 
     def captured(self) -> bytes:
         return b"".join(self._kept)

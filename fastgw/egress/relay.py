@@ -88,6 +88,7 @@ async def relay_body(
     stream: bool,
     tap: Tap | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
+    keep_length: bool = False,
 ) -> None:
     """Relay status, headers and body bytes as they arrive.
 
@@ -96,7 +97,7 @@ async def relay_body(
     ``more_body=False`` (one ASGI send instead of two).
     """
     out = headers if headers is not None else kept_headers(resp.headers)
-    if tap is not None and stream:
+    if tap is not None and stream and not keep_length:
         # A stream's tap may withhold bytes: the upstream's length no longer holds.
         out = [h for h in out if h[0] != b"content-length"]
     ex.upstream = resp

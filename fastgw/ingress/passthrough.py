@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from fastgw.controls.passthrough_usage import PassthroughTap
 from fastgw.egress.relay import relay_body
 from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import ClientGone, Exchange, header
@@ -132,9 +133,15 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
     body = _client_body(ex) if framed else b""
     ex.path_taken = "passthrough"
     resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body, ex)
+    content_type = resp.header(b"content-type") or b""
+    tap = PassthroughTap(suffix, content_type) if resp.status < 400 else None
+    ex.tap = tap
+    ex.stream = tap is not None and tap.stream
     try:
         out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
-        content_type = resp.header(b"content-type") or b""
-        await relay_body(ex, resp, provider, stream=content_type.startswith(b"text/event-stream"), headers=out)
+        await relay_body(ex, resp, provider, stream=content_type.startswith(b"text/event-stream"), headers=out,
+                         tap=tap, keep_length=True)
     finally:
         await resp.aclose()
+        if tap is not None and not ex.upstream_model:
+            ex.upstream_model = tap.model or ""
