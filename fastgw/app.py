@@ -12,8 +12,9 @@ A request's journey, module by module:
 5. the upstream call (:mod:`fastgw.upstream`);
 6. accounting (:mod:`fastgw.controls`) once the answer went out.
 
-Errors anywhere become the OpenAI envelope (:mod:`fastgw.errors`); a worker
-never dies on a request.
+Errors anywhere become the error envelope of the API the client speaks (OpenAI's
+unless the endpoint says otherwise, :mod:`fastgw.errors`); a worker never dies on
+a request.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from fastgw.admission.auth import Authorizer
 from fastgw.admission.concurrency import InflightLimit
 from fastgw.config import Config, load_config
 from fastgw.controls.runtime import Controls
-from fastgw.errors import GatewayError, ResponseAborted, envelope
+from fastgw.errors import GatewayError, ResponseAborted
 from fastgw.exchange import ClientGone, Exchange, Receive, Send
 from fastgw.ingress import admin, ops, passthrough
+from fastgw.ingress import anthropic as anthropic_door
 from fastgw.ingress import openai as openai_door
 from fastgw.routes import RouteTable
 from fastgw.routing.providers import Provider, resolved_providers
@@ -48,7 +50,7 @@ _encode = msgspec.json.Encoder().encode
 def route_table() -> RouteTable:
     """Every front door's endpoints."""
     table = RouteTable()
-    for door in (openai_door, ops, passthrough, admin):
+    for door in (openai_door, anthropic_door, ops, passthrough, admin):
         door.register(table)
     return table
 
@@ -73,6 +75,9 @@ class Gateway:
         self.draining = False
         self.models_body = b""
         self.models_by_id: dict[str, bytes] = {}
+        # The same list in Anthropic's shape (clients sending anthropic-version).
+        self.anthropic_models_body = b""
+        self.anthropic_models_by_id: dict[str, bytes] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -102,6 +107,8 @@ class Gateway:
                 for mid, owner in self.router.model_list()]
         self.models_body = _encode({"object": "list", "data": data})
         self.models_by_id = {d["id"]: _encode(d) for d in data}
+        self.anthropic_models_body, self.anthropic_models_by_id = anthropic_door.model_bodies(
+            self.router.model_list())
 
     # -- ASGI --------------------------------------------------------------
 
@@ -132,6 +139,8 @@ class Gateway:
         scope = ex.scope
         endpoint = self.routes.match(scope["path"])
         admitted = endpoint is not None and endpoint.admitted
+        if endpoint is not None:
+            ex.errors = endpoint.errors
         try:
             if endpoint is None:
                 raise GatewayError(404, f"Unknown route: {scope['method']} {scope['path']}",
@@ -150,29 +159,31 @@ class Gateway:
                 inflight.leave()
         except GatewayError as exc:
             ex.error_type = exc.type
-            await self._fail(ex, exc.status, exc.body(), exc.headers)
+            status, body = ex.errors.render(exc)
+            await self._fail(ex, status, body, exc.headers)
         except UpstreamError:
             # The upstream failed after the answer started (logged and counted where it happened).
             ex.error_type = "upstream_error"
             if ex.started:
                 raise ResponseAborted("the upstream failed mid-response") from None
-            await self._fail(ex, 502, envelope("The upstream provider failed.", "upstream_error", None,
-                                               "upstream_error"), [])
+            await self._fail_with(ex, GatewayError(502, "The upstream provider failed.", type="upstream_error",
+                                                   code="upstream_error"))
         except (RecursionError, UnicodeDecodeError) as exc:
             # A body a decoder could not follow (nested too deeply, or a key that is not
             # UTF-8), wherever it was decoded: the client's input, never the gateway's fault.
             ex.error_type = "invalid_request_error"
             what = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
-            await self._fail(ex, 400, envelope(f"The request body is {what}.", "invalid_request_error", None,
-                                               "invalid_json"), [])
+            await self._fail_with(ex, GatewayError(400, f"The request body is {what}.",
+                                                   type="invalid_request_error", code="invalid_json"))
         except ClientGone:
             # The client left, or its body broke off (the server saw bad framing): say so in
             # case it is still there (a body that broke off is answered, a gone client hears nothing).
             ex.error_type = "client_disconnected"
             status = ex.status or 499
             if not ex.started:
-                await ex.respond(400, envelope("The request body ended before it was complete.",
-                                               "invalid_request_error", None, "incomplete_body"))
+                answer, body = ex.errors.render(GatewayError(400, "The request body ended before it was complete.",
+                                                             type="invalid_request_error", code="incomplete_body"))
+                await ex.respond(answer, body)
             ex.status = status
         except (ConnectionError, asyncio.CancelledError):
             # The client left (its body unread, or while the upstream answered).
@@ -181,11 +192,17 @@ class Gateway:
         except Exception:
             ex.error_type = "api_error"
             log.exception("request %s failed", ex.request_id)
-            await self._fail(ex, 500, envelope("The gateway failed to handle the request.", "api_error", None,
-                                               "internal_error"), [])
+            status, body = ex.errors.render(GatewayError(500, "The gateway failed to handle the request.",
+                                                         type="api_error", code="internal_error"))
+            await self._fail(ex, status, body, [])
         finally:
             if admitted:
                 self.controls.finish(ex)
+
+    async def _fail_with(self, ex: Exchange, exc: GatewayError) -> None:
+        """Answer ``exc`` in the door's error envelope."""
+        status, body = ex.errors.render(exc)
+        await self._fail(ex, status, body, exc.headers)
 
     async def _fail(self, ex: Exchange, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if ex.started:

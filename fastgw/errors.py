@@ -65,6 +65,23 @@ def sse_error_event(message: str, type: str, code: str | None = None) -> bytes:
     return b"data: " + envelope(message, type, None, code) + b"\n\n"
 
 
+class ErrorFormat:
+    """How a front door writes its errors: a whole error answer, and the one SSE event that ends
+    a stream whose upstream failed. This one is OpenAI's; a door speaking another API sets its
+    own on the :class:`~fastgw.exchange.Exchange` (see :mod:`fastgw.routes`)."""
+
+    def render(self, exc: GatewayError) -> tuple[int, bytes]:
+        """(status, body) of an error answered before the response started."""
+        return exc.status, exc.body()
+
+    def event(self, message: str, type: str, code: str | None = None) -> bytes:
+        """One SSE event carrying the error, for a stream that already started."""
+        return sse_error_event(message, type, code)
+
+
+OPENAI_ERRORS = ErrorFormat()
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
     return GatewayError(400, message, type="invalid_request_error", param=param, code=code)
 

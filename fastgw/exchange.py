@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastgw.errors import OPENAI_ERRORS, ErrorFormat
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -48,7 +50,9 @@ def header(scope: dict[str, Any], name: bytes) -> bytes | None:
 class Exchange:
     __slots__ = (
         "body",
+        "dropped",
         "error_type",
+        "errors",
         "key",
         "model",
         "path_taken",
@@ -95,6 +99,10 @@ class Exchange:
         self.usage_path = ""
         self.error_type: str | None = None
         self.body: bytes | None = None  # the request body, kept only for the audit log
+        self.errors: ErrorFormat = OPENAI_ERRORS  # how this door writes errors
+        # Request fields a translation dropped (they only steer the original provider):
+        # named in the x-fastgw-dropped-params response header.
+        self.dropped: list[str] | None = None
 
     def gateway_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers fastgw adds to every answer it relays."""
@@ -105,6 +113,8 @@ class Exchange:
             headers.append((b"x-fastgw-provider", self.provider.encode()))
         if self.path_taken:
             headers.append((b"x-fastgw-path", self.path_taken.encode()))
+        if self.dropped:
+            headers.append((b"x-fastgw-dropped-params", ",".join(self.dropped).encode()))
         return headers
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:

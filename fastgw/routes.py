@@ -1,9 +1,11 @@
 """The route table: which handler serves a request's path, with which methods.
 
 An :class:`Endpoint` names its handler, the methods it allows (``None``: any),
-and whether it is a *model* endpoint: one that is authorized with the gateway's
+whether it is a *model* endpoint: one that is authorized with the gateway's
 credentials, admitted under the worker's in-flight bound, and accounted (usage,
-metrics, request log) when it ends. Adding a front door is adding entries here.
+metrics, request log) when it ends, and how its errors are written (the API's
+error envelope; OpenAI's unless the door speaks another API). Adding a front
+door is adding entries here.
 
 Matching is one dict lookup for exact paths, then a short scan of prefixes in
 the order they were added.
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from fastgw.errors import OPENAI_ERRORS, ErrorFormat
 
 if TYPE_CHECKING:
     from fastgw.app import Gateway
@@ -28,6 +32,7 @@ class Endpoint:
     handler: Handler
     methods: frozenset[str] | None = None
     admitted: bool = False
+    errors: ErrorFormat = OPENAI_ERRORS
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods

@@ -403,6 +403,12 @@ _R.define(
     "How usage was obtained (body|client|injected|none|responses).",
     ("path",),
 )
+_R.define(
+    "fastgw_dropped_params_total",
+    "counter",
+    "Request fields a translation dropped (they only steer the original provider's machinery).",
+    ("param",),
+)
 
 _requests = _R.counters["fastgw_requests_total"]
 _paths = _R.counters["fastgw_path_total"]
@@ -457,6 +463,10 @@ def observe_upstream_error(provider: str, kind: str) -> None:
 
 def observe_usage_path(path: str) -> None:
     _R.inc("fastgw_usage_path_total", (path,))
+
+
+def observe_dropped(param: str) -> None:
+    _R.inc("fastgw_dropped_params_total", (param,))
 
 
 def stream_started() -> None:

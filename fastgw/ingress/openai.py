@@ -60,15 +60,27 @@ def _model_handler(suffix: str) -> Handler:
     return handler
 
 
+def _anthropic_client(ex: Exchange) -> bool:
+    """Anthropic's SDK and agents send anthropic-version: they get Anthropic's list shape and errors."""
+    if header(ex.scope, b"anthropic-version") is None:
+        return False
+    from fastgw.ingress.anthropic import ANTHROPIC_ERRORS
+
+    ex.errors = ANTHROPIC_ERRORS
+    return True
+
+
 async def list_models(gw: Gateway, ex: Exchange, token: str | None) -> None:
+    anthropic = _anthropic_client(ex)
     await gw.check_any_key(gw.auth.authorize(ex.scope))
-    await ex.respond(200, gw.models_body)
+    await ex.respond(200, gw.anthropic_models_body if anthropic else gw.models_body)
 
 
 async def model_detail(gw: Gateway, ex: Exchange, token: str | None) -> None:
+    anthropic = _anthropic_client(ex)
     await gw.check_any_key(gw.auth.authorize(ex.scope))
     model_id = ex.scope["path"][len("/v1/models/"):]
-    body = gw.models_by_id.get(model_id)
+    body = (gw.anthropic_models_by_id if anthropic else gw.models_by_id).get(model_id)
     if body is None:
         raise GatewayError(404, f"The model '{model_id}' does not exist. See GET /v1/models.",
                            type="invalid_request_error", param="model", code="model_not_found")

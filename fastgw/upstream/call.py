@@ -29,7 +29,6 @@ from fastgw.errors import (
     GatewayError,
     envelope,
     overloaded,
-    sse_error_event,
     type_for_status,
     upstream_timeout,
     upstream_unreachable,
@@ -195,9 +194,9 @@ def log_midstream_failure(ex: Exchange, provider: Provider, exc: UpstreamError, 
 def midstream_error_event(ex: Exchange, provider: Provider, exc: UpstreamError) -> bytes:
     """The one SSE error event that ends a stream whose upstream timed out or broke (logged)."""
     log_midstream_failure(ex, provider, exc)
+    event = ex.errors.event
     if isinstance(exc, UpstreamTimeout):
-        return sse_error_event(f"The upstream provider '{provider.name}' timed out mid-stream ({exc.kind}).",
-                               "timeout", "upstream_timeout")
-    return sse_error_event(f"The upstream provider '{provider.name}' closed the stream unexpectedly.",
-                           "upstream_error",
-                           "upstream_disconnected" if isinstance(exc, UpstreamBroken) else "upstream_error")
+        return event(f"The upstream provider '{provider.name}' timed out mid-stream ({exc.kind}).",
+                     "timeout", "upstream_timeout")
+    return event(f"The upstream provider '{provider.name}' closed the stream unexpectedly.",
+                 "upstream_error", "upstream_disconnected" if isinstance(exc, UpstreamBroken) else "upstream_error")
