@@ -256,6 +256,86 @@ def _stop_reason(script: list[Step], stop_reason: str | None) -> str:
     return stop_reason or ("tool_use" if any(s[0] == "tool" for s in script) else "end_turn")
 
 
+# ---------------------------------------------------------------- OpenAI chat, scripted
+def openai_chat_json(
+    script: list[Step],
+    *,
+    model: str = "gpt-test",
+    finish_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    chat_id: str = "chatcmpl-test",
+) -> bytes:
+    """A ``chat.completion`` body for a script (thinking as ``reasoning_content``)."""
+    text = "".join(_full(s[1]) for s in script if s[0] == "text")
+    reasoning = "".join(_full(s[1]) for s in script if s[0] == "thinking")
+    calls = [{"id": _tool_id(s, n).replace("toolu_", "call_"), "type": "function",
+              "function": {"name": s[1], "arguments": _c(s[2])}} for n, s in enumerate(script) if s[0] == "tool"]
+    msg: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if reasoning:
+        msg["reasoning_content"] = reasoning
+    if calls:
+        msg["tool_calls"] = calls
+    body = {
+        "id": chat_id,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [{"index": 0, "message": msg, "logprobs": None,
+                     "finish_reason": finish_reason or ("tool_calls" if calls else "stop")}],
+        "usage": usage or _usage_openai(10, 5),
+    }
+    return _c(body).encode()
+
+
+def openai_chat_sse_events(
+    script: list[Step],
+    *,
+    model: str = "gpt-test",
+    finish_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    chat_id: str = "chatcmpl-test",
+    piece: int = 4,
+    include_usage: bool = True,
+) -> list[bytes]:
+    """A chat chunk stream for a script, one item per ``data:`` event: role chunk, content /
+    ``reasoning_content`` pieces, each tool call's start (id, name, ``""``) then argument pieces,
+    the finish chunk, the usage chunk (``include_usage``), ``[DONE]``."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        c: dict[str, Any] = {"id": chat_id, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if include_usage:
+            c["usage"] = None
+        return _sse(c)
+
+    out = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    tools = 0
+    for n, step in enumerate(script):
+        if step[0] in ("text", "thinking"):
+            key = "content" if step[0] == "text" else "reasoning_content"
+            out += [chunk({key: p}) for p in _pieces(step[1], piece)]
+        else:
+            tc = {"index": tools, "id": _tool_id(step, n).replace("toolu_", "call_"), "type": "function",
+                  "function": {"name": step[1], "arguments": ""}}
+            out.append(chunk({"tool_calls": [tc]}))
+            args = _c(step[2]) if step[2] else ""
+            out += [chunk({"tool_calls": [{"index": tools, "function": {"arguments": p}}]})
+                    for p in _pieces(args, piece) if p]
+            tools += 1
+    out.append(chunk({}, finish_reason or ("tool_calls" if tools else "stop")))
+    if include_usage:
+        u = {"id": chat_id, "object": "chat.completion.chunk", "created": CREATED, "model": model, "choices": [],
+             "usage": usage or _usage_openai(10, 5)}
+        out.append(_sse(u))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def openai_chat_sse(script: list[Step], **kw: Any) -> bytes:
+    """:func:`openai_chat_sse_events` as one body."""
+    return b"".join(openai_chat_sse_events(script, **kw))
+
+
 # ---------------------------------------------------------------- Anthropic Messages
 def anthropic_json(
     script: list[Step],
