@@ -65,7 +65,7 @@ class Gateway:
         self.inflight = InflightLimit(config.server.max_concurrent_requests)
         self.backend = AsyncioBackend()
         self.providers = [Provider(p, self.backend) for p in resolved_providers(config, self.env)]
-        self.router = Router(self.providers, config.aliases)
+        self.router = Router(self.providers, config.aliases, config.routes)
         self.router.check_aliases()
         self.controls = Controls(config, self.env)
         master = config.master_key or self.env.get("FASTGW_MASTER_KEY") or None
@@ -85,7 +85,7 @@ class Gateway:
         from fastgw.routing.discovery import discover_models
 
         await discover_models(self.providers)
-        self.router = Router(self.providers, self.config.aliases)
+        self.router = Router(self.providers, self.config.aliases, self.config.routes)
         self._build_model_list()
         await self.controls.start([(p.name, p.pool) for p in self.providers if p.pool is not None])
         # Everything built so far (modules, config, tables) lives as long as the worker:

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from fastgw.routing.policy import RouteConfig
+
 ProviderType = Literal[
     "openai",
     "azure",
@@ -72,6 +74,10 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     type: ProviderType
     base_url: str | None = None
     api_key: str | None = None
+    # Several keys used in rotation; a key answered 401/403 (or 429 repeatedly) is set aside
+    # for ``key_cooldown_s`` (see fastgw.routing.keys).
+    api_keys: list[str] = []
+    key_cooldown_s: float = 300.0
     headers: dict[str, str] = {}
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     max_connections: int = 1024
@@ -138,6 +144,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = []
     aliases: dict[str, str | list[str]] = {}
+    # Retries, fallbacks and load balancing over several targets (fastgw.routing.policy).
+    routes: dict[str, RouteConfig] = {}
     master_key: str | None = None
     # Register providers from their usual environment variables (OPENAI_API_KEY, ...).
     auto_providers: bool = True
@@ -259,6 +267,17 @@ def _check(config: Config) -> None:
     for alias, targets in config.aliases.items():
         if isinstance(targets, list) and not targets:
             raise ConfigError(f"aliases.{alias}: expected at least one target")
+    for i, provider in enumerate(config.providers):
+        if provider.api_key and provider.api_keys:
+            raise ConfigError(f"providers[{i}].api_keys: give api_key or api_keys, not both")
+        if provider.key_cooldown_s <= 0:
+            raise ConfigError(f"providers[{i}].key_cooldown_s: expected a number > 0")
+    for name, route in config.routes.items():
+        if name in config.aliases:
+            raise ConfigError(f"routes.{name}: also defined under aliases")
+        problem = route.problem()
+        if problem:
+            raise ConfigError(f"routes.{name}.{problem}")
 
 
 def parse_config(text: str, env: dict[str, str] | None = None) -> Config:

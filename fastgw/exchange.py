@@ -49,6 +49,8 @@ def header(scope: dict[str, Any], name: bytes) -> bytes | None:
 
 class Exchange:
     __slots__ = (
+        "attempt_log",
+        "attempts",
         "body",
         "dropped",
         "error_type",
@@ -103,6 +105,8 @@ class Exchange:
         # Request fields a translation dropped (they only steer the original provider):
         # named in the x-fastgw-dropped-params response header.
         self.dropped: list[str] | None = None
+        self.attempts = 0  # upstream attempts made by the attempt loop (0: one plain attempt)
+        self.attempt_log: list[str] | None = None  # "provider/model:outcome" per attempt (attempt loop)
 
     def gateway_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers fastgw adds to every answer it relays."""
@@ -111,6 +115,9 @@ class Exchange:
                    (b"x-fastgw-overhead-ms", f"{overhead * 1000:.3f}".encode())]
         if self.provider:
             headers.append((b"x-fastgw-provider", self.provider.encode()))
+            if self.upstream_model:
+                headers.append((b"x-fastgw-model", self.upstream_model.encode()))
+            headers.append((b"x-fastgw-attempts", str(self.attempts).encode() if self.attempts else b"1"))
         if self.path_taken:
             headers.append((b"x-fastgw-path", self.path_taken.encode()))
         if self.dropped:

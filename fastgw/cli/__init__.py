@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastgw import __version__
 from fastgw.config import Config, ConfigError, load_config, mask_secret
@@ -29,11 +30,11 @@ def _load(path: str | None) -> Config:
         raise SystemExit(2) from None
 
 
-def _check_aliases(config: Config) -> None:
+def _check_aliases(config: Config) -> Any:
     from fastgw.app import Gateway
 
     try:
-        Gateway(config)
+        return Gateway(config)
     except ValueError as exc:
         print(f"fastgw: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -86,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.path)
-    _check_aliases(config)
+    gateway = _check_aliases(config)
     print(f"config {args.path}: OK")
     print(f"server: {config.server.host}:{config.server.port}, {config.server.workers} worker(s), "
           f"body limit {config.server.max_body_bytes} bytes")
@@ -95,7 +96,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print("providers:")
     for p in resolved_providers(config, dict(os.environ)):
         url = p.base_url or DEFAULT_BASE_URLS.get(p.type, "(in-process)")
-        print(f"  {p.name}: type={p.type} base_url={url} api_key={mask_secret(p.api_key)} "
+        keys = ", ".join(mask_secret(k) for k in p.api_keys) if p.api_keys else mask_secret(p.api_key)
+        print(f"  {p.name}: type={p.type} base_url={url} api_key{'s (rotated)' if p.api_keys else ''}={keys} "
               f"max_connections={p.max_connections}")
         models = ", ".join(p.models) if p.models else "(any, as '" + p.name + "/<model>')"
         print(f"    models: {models}{' (+ discovered at start)' if p.discover_models else ''}")
@@ -103,6 +105,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("aliases:")
         for name, targets in config.aliases.items():
             print(f"  {name} -> {', '.join([targets] if isinstance(targets, str) else targets)}")
+    if gateway.router.plans:
+        print("routes (retries, fallbacks, balancing):")
+        for name, plan in gateway.router.plans.items():
+            print(f"  {name}: {plan.describe()}")
     return 0
 
 

@@ -81,6 +81,7 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
         reasoning_tokens=reasoning,
         cost_usd=cost,
         usage_estimated=estimated,
+        attempts=" ".join(ex.attempt_log) if ex.attempt_log else None,
     )
     if capture_bodies and ex.body is not None:
         record.request_body = ex.body

@@ -59,6 +59,8 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     # Usage is fastgw's estimate (a stream cancelled before the provider's usage arrived).
     usage_estimated: bool = False
     conversation_id: str | None = None
+    # Every upstream attempt of a routed request, "provider/model:outcome" space-separated.
+    attempts: str | None = None
     request_body: bytes | str | None = None
     response_body: bytes | str | None = None
 
@@ -84,6 +86,7 @@ COLUMNS = (
     "cost_usd",
     "usage_estimated",
     "conversation_id",
+    "attempts",
     "request_body",
     "response_body",
 )
@@ -292,6 +295,7 @@ class RequestLogger:
                 r.cost_usd,
                 int(r.usage_estimated),
                 r.conversation_id,
+                r.attempts,
                 cap_and_redact(r.request_body, cap),
                 cap_and_redact(r.response_body, cap),
             )

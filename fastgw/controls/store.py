@@ -90,6 +90,7 @@ _SCHEMA_COMMON = [
         cost_usd {REAL},
         usage_estimated {INT} NOT NULL DEFAULT 0,
         conversation_id TEXT,
+        attempts TEXT,
         request_body TEXT,
         response_body TEXT
     )""",
@@ -109,6 +110,7 @@ _TYPES = {
 # existing databases on open (PostgreSQL: IF NOT EXISTS; SQLite: when table_info lacks it).
 _ADDED_COLUMNS = [
     ("request_log", "usage_estimated", "{INT} NOT NULL DEFAULT 0"),
+    ("request_log", "attempts", "TEXT"),
 ]
 
 

@@ -35,6 +35,7 @@ from fastgw.upstream.call import (
     upstream_headers,
 )
 from fastgw.upstream.client import UpstreamError, UpstreamResponse
+from fastgw.upstream.connection import HeaderItems, with_content_length
 from fastgw.upstream.watch import watch_client
 
 
@@ -52,9 +53,29 @@ class Tap(Protocol):
 
 async def relay_error(ex: Exchange, resp: UpstreamResponse, provider: Provider) -> None:
     """Relay an upstream 4xx/5xx: its status, rate-limit headers and an envelope body."""
+    status, body, extra = await error_answer(resp, provider)
+    await ex.respond(status, body, extra=extra)
+
+
+async def error_answer(resp: UpstreamResponse,
+                       provider: Provider) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """An upstream 4xx/5xx as the client would get it: status, envelope body, kept headers."""
     data = await resp.read(ERROR_BODY_LIMIT)
     body = error_body(resp.status, data, provider)
-    await ex.respond(resp.status, body, extra=relayed_headers(resp))
+    return resp.status, body, relayed_headers(resp)
+
+
+async def open_relay(ex: Exchange, provider: Provider, target: bytes, body: bytes,
+                     client_auth: bytes | None = None, request_headers: HeaderItems | None = None) -> UpstreamResponse:
+    """POST ``body``; return once the upstream's status and headers are in (nothing sent to the client).
+
+    ``request_headers``: the fixed headers to send instead of the provider's (a rotated key's).
+    """
+    if request_headers is not None and not (provider.forward_client_key and client_auth):
+        headers = with_content_length(request_headers, len(body))
+    else:
+        headers = upstream_headers(provider, len(body), client_auth)
+    return await open_upstream(provider, b"POST", target, headers, body, ex)
 
 
 async def relay(

@@ -35,7 +35,6 @@ when there is none (an error answered before any body, an unsupported endpoint).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from time import perf_counter
 from types import ModuleType
 from typing import Any
@@ -72,6 +71,25 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 _decode = msgspec.json.decode
 
 
+class Call:
+    """One translated request, built once: what to send, and how to read the answer."""
+
+    __slots__ = ("encoding", "headers", "include_usage", "kind", "model", "module", "path", "payload",
+                 "responses", "stream", "upstream_model")
+
+    def __init__(self, kind: str, module: ModuleType, model: str, upstream_model: str, path: str,
+                 headers: dict[str, str], payload: bytes) -> None:
+        self.kind = kind  # chat | embeddings
+        self.module = module
+        self.model = model  # the name the client sent (answers carry it)
+        self.upstream_model = upstream_model
+        self.path = path
+        self.headers = headers
+        self.payload = payload
+        self.stream = False
+        self.include_usage = False
+        self.responses: dict[str, Any] | None = None
+        self.encoding = "float"
 
 
 async def handle(ex: Exchange, provider: Provider, route: Route, suffix: str, body: bytes,
@@ -82,20 +100,60 @@ async def handle(ex: Exchange, provider: Provider, route: Route, suffix: str, bo
     object with a valid ``model``); ``routing`` is its :class:`fastgw.body.Routing`.
     Raises :class:`GatewayError` for anything answered before the response started.
     """
-    if suffix == "/chat/completions":
-        request = _object(body)
-        return await _chat(ex, provider, route, request, stream=routing.stream,
-                           include_usage=routing.include_usage, responses=None)
-    if suffix == "/responses":
-        request = _object(body)
+    call = prepare(provider, route.model, route.upstream_model, suffix, body, routing)
+    async with watch_client(ex):
+        resp = await open_call(ex, provider, call)
         try:
-            chat = responses_to_chat(request)
+            if resp.status >= 400:
+                status, data, extra = await error_answer(ex, resp, call)
+                await ex.respond(status, data, extra=extra)
+                return None
+            return await deliver(ex, provider, call, resp)
+        finally:
+            await resp.aclose()
+
+
+def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, body: bytes,
+            routing: Any) -> Call:
+    """Translate the client's request for ``provider`` (a :class:`GatewayError` when it cannot be)."""
+    cfg = provider.cfg
+    if suffix in ("/chat/completions", "/responses"):
+        request = _object(body)
+        responses = None
+        stream, include_usage = routing.stream, routing.include_usage
+        if suffix == "/responses":
+            responses = request
+            try:
+                request = responses_to_chat(request)
+            except TranslationError as exc:
+                raise _translation_error(exc) from None
+            stream, include_usage = bool(request.get("stream")), True
+        module = _TRANSLATORS[provider.wire]
+        try:
+            path, headers, payload = module.build_request(
+                request, upstream_model, default_max_tokens=cfg.default_max_tokens,
+                drop_unsupported=cfg.drop_unsupported_params)
         except TranslationError as exc:
             raise _translation_error(exc) from None
-        return await _chat(ex, provider, route, chat, stream=bool(chat.get("stream")), include_usage=True,
-                           responses=request)
+        call = Call("chat", module, model, upstream_model, path, headers, payload)
+        call.stream, call.include_usage, call.responses = stream, include_usage, responses
+        return call
     if suffix == "/embeddings":
-        return await _embeddings(ex, provider, route, _object(body))
+        request = _object(body)
+        if provider.wire != "gemini":
+            raise bad_request(f"Provider '{provider.name}' ({provider.type}) has no embeddings endpoint.",
+                              param="model", code="unsupported_endpoint")
+        encoding = request.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format",
+                              code="invalid_value")
+        try:
+            path, headers, payload = gemini.build_embeddings_request(request, upstream_model)
+        except TranslationError as exc:
+            raise _translation_error(exc) from None
+        call = Call("embeddings", gemini, model, upstream_model, path, headers, payload)
+        call.encoding = encoding
+        return call
     if suffix == "/completions":
         raise bad_request(f"Legacy completions are not supported for provider '{provider.name}' "
                           f"({provider.type}); use /v1/chat/completions.", code="unsupported_endpoint")
@@ -103,44 +161,46 @@ async def handle(ex: Exchange, provider: Provider, route: Route, suffix: str, bo
                        code="unsupported_endpoint")
 
 
-# -- chat completions (and Responses over them) --------------------------------------------
+async def open_call(ex: Exchange, provider: Provider, call: Call,
+                    auth: list[tuple[bytes, bytes]] | None = None) -> UpstreamResponse:
+    """Send the translated request; the answer's status and headers are back, nothing went to the client."""
+    return await _post(ex, provider, call.path, call.headers, call.payload, auth)
 
 
-async def _chat(ex: Exchange, provider: Provider, route: Route, request: dict[str, Any], *, stream: bool,
-                include_usage: bool, responses: dict[str, Any] | None) -> Usage | None:
-    """POST the translated chat request and answer the client (JSON or SSE)."""
-    wire = provider.wire
-    module = _TRANSLATORS[wire]
-    cfg = provider.cfg
+async def error_answer(ex: Exchange, resp: UpstreamResponse,
+                       call: Call) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """A provider 4xx/5xx -> its translated status and envelope, rate-limit headers kept."""
     try:
-        path, headers, payload = module.build_request(
-            request, route.upstream_model, default_max_tokens=cfg.default_max_tokens,
-            drop_unsupported=cfg.drop_unsupported_params)
-    except TranslationError as exc:
-        raise _translation_error(exc) from None
-
-    async def answer(resp: UpstreamResponse) -> Usage:
-        if not stream:
-            return await _chat_body(ex, provider, route, resp, module, responses)
-        if wire == "gemini" and (resp.header(b"content-type") or b"").startswith(b"application/json"):
-            translator = gemini.StreamTranslator(model=route.model, include_usage=include_usage,
-                                                 framing="json-array")
-        else:
-            translator = module.StreamTranslator(model=route.model, include_usage=include_usage)
-        return await _chat_stream(ex, provider, resp, translator, responses, route.model)
-
-    return await _exchange(ex, provider, module, path, headers, payload, answer)
+        data = await resp.read(ERROR_BODY_LIMIT)
+    except UpstreamError:
+        data = b""
+    ex.upstream_wait = resp.wait
+    status, body = call.module.translate_error(resp.status, data)
+    return status, body, relayed_headers(resp)
 
 
-async def _chat_body(ex: Exchange, provider: Provider, route: Route, resp: UpstreamResponse, module: ModuleType,
-                     responses: dict[str, Any] | None) -> Usage:
+async def deliver(ex: Exchange, provider: Provider, call: Call, resp: UpstreamResponse) -> Usage | None:
+    """Answer the client from an accepted (2xx) upstream response."""
+    if call.kind == "embeddings":
+        return await _embeddings_body(ex, provider, call, resp)
+    if not call.stream:
+        return await _chat_body(ex, provider, call, resp)
+    if provider.wire == "gemini" and (resp.header(b"content-type") or b"").startswith(b"application/json"):
+        translator = gemini.StreamTranslator(model=call.model, include_usage=call.include_usage,
+                                             framing="json-array")
+    else:
+        translator = call.module.StreamTranslator(model=call.model, include_usage=call.include_usage)
+    return await _chat_stream(ex, provider, resp, translator, call.responses, call.model)
+
+
+async def _chat_body(ex: Exchange, provider: Provider, call: Call, resp: UpstreamResponse) -> Usage:
     """A non-streaming answer: read it whole, translate, respond once."""
     data = await _read(ex, provider, resp)
     try:
-        out = module.translate_response(data, model=route.model)
-        usage = module.response_usage(data)
-        if responses is not None:
-            out = chat_to_responses(out, model=route.model, request=responses)
+        out = call.module.translate_response(data, model=call.model)
+        usage = call.module.response_usage(data)
+        if call.responses is not None:
+            out = chat_to_responses(out, model=call.model, request=call.responses)
     except (ValueError, TypeError, AttributeError, KeyError, msgspec.DecodeError):
         log.warning("request %s: provider %s sent a malformed %d body", ex.request_id, provider.name, resp.status)
         raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
@@ -196,52 +256,23 @@ def _midstream_failure(ex: Exchange, provider: Provider, exc: UpstreamError,
 # -- embeddings ----------------------------------------------------------------------------
 
 
-async def _embeddings(ex: Exchange, provider: Provider, route: Route, request: dict[str, Any]) -> Usage | None:
-    if provider.wire != "gemini":
-        raise bad_request(f"Provider '{provider.name}' ({provider.type}) has no embeddings endpoint.",
-                          param="model", code="unsupported_endpoint")
-    encoding = request.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
-        raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format",
-                          code="invalid_value")
+async def _embeddings_body(ex: Exchange, provider: Provider, call: Call, resp: UpstreamResponse) -> Usage:
+    data = await _read(ex, provider, resp)
     try:
-        path, headers, payload = gemini.build_embeddings_request(request, route.upstream_model)
-    except TranslationError as exc:
-        raise _translation_error(exc) from None
-
-    async def answer(resp: UpstreamResponse) -> Usage:
-        data = await _read(ex, provider, resp)
-        try:
-            out = gemini.translate_embeddings_response(data, model=route.model, encoding_format=encoding)
-            usage = gemini.response_usage(data)
-        except (ValueError, TypeError, AttributeError, msgspec.DecodeError):
-            raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
-                               type="upstream_error", code="upstream_malformed") from None
-        await ex.respond(resp.status, out, extra=relayed_headers(resp))
-        return usage
-
-    return await _exchange(ex, provider, gemini, path, headers, payload, answer)
+        out = gemini.translate_embeddings_response(data, model=call.model, encoding_format=call.encoding)
+        usage = gemini.response_usage(data)
+    except (ValueError, TypeError, AttributeError, msgspec.DecodeError):
+        raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
+                           type="upstream_error", code="upstream_malformed") from None
+    await ex.respond(resp.status, out, extra=relayed_headers(resp))
+    return usage
 
 
 # -- shared --------------------------------------------------------------------------------
 
 
-async def _exchange(ex: Exchange, provider: Provider, module: ModuleType, path: str, headers: dict[str, str],
-                    payload: bytes, answer: Callable[[UpstreamResponse], Awaitable[Usage]]) -> Usage | None:
-    """POST, then ``answer`` a 2xx (or relay the provider's error), watching the client throughout."""
-    async with watch_client(ex):
-        resp = await _post(ex, provider, path, headers, payload)
-        try:
-            if resp.status >= 400:
-                await _relay_error(ex, resp, module)
-                return None
-            return await answer(resp)
-        finally:
-            await resp.aclose()
-
-
 async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, str],
-                payload: bytes) -> UpstreamResponse:
+                payload: bytes, auth: list[tuple[bytes, bytes]] | None = None) -> UpstreamResponse:
     """POST ``payload`` to the provider (``path`` may carry a query, e.g. ``?alt=sse``)."""
     suffix, _, query = path.partition("?")
     out = [
@@ -252,7 +283,7 @@ async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, 
     out += [(k.encode(), v.encode()) for k, v in headers.items()]
     if not any(k.lower() == "content-type" for k in headers):
         out.append((b"content-type", b"application/json"))
-    out += provider.auth_headers
+    out += provider.auth_headers if auth is None else auth
     if provider.extra_headers:
         out += provider.extra_headers
     return await open_upstream(provider, b"POST", provider.target(suffix.encode(), query.encode()), out, payload,
@@ -268,17 +299,6 @@ async def _read(ex: Exchange, provider: Provider, resp: UpstreamResponse) -> byt
     ex.t_first = perf_counter()
     ex.upstream_wait = resp.wait
     return data
-
-
-async def _relay_error(ex: Exchange, resp: UpstreamResponse, module: ModuleType) -> None:
-    """A provider 4xx/5xx -> its translated status and envelope, rate-limit headers kept."""
-    try:
-        data = await resp.read(ERROR_BODY_LIMIT)
-    except UpstreamError:
-        data = b""
-    ex.upstream_wait = resp.wait
-    status, body = module.translate_error(resp.status, data)
-    await ex.respond(status, body, extra=relayed_headers(resp))
 
 
 def _object(body: bytes) -> dict[str, Any]:

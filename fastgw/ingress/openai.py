@@ -6,7 +6,9 @@
 2. :func:`fastgw.ingress.body.decode_routing` -- only ``model``/``stream``/``stream_options``;
 3. :meth:`fastgw.routing.router.Router.resolve` -- provider and upstream model name;
 4. the virtual key (if one was presented) is checked against the model;
-5. egress by the provider's wire format: :mod:`fastgw.egress.relay` relays bytes
+5. a route with several targets, retries or rotating keys goes through the attempt
+   loop (:func:`fastgw.routing.attempts.serve`); a plain one straight to egress
+   by the provider's wire format: :mod:`fastgw.egress.relay` relays bytes
    to an OpenAI-compatible upstream (after :func:`fastgw.ingress.body.rewrite`
    when the model name or a parameter must change), :mod:`fastgw.egress.translated`
    goes through :mod:`fastgw.translate`, :mod:`fastgw.egress.mock` answers in-process.
@@ -17,18 +19,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastgw.controls import metrics
-from fastgw.controls.usage import (
-    USAGE_INJECTED,
-    CaptureTap,
-    inject_include_usage,
-    stream_usage_path,
-    usage_tap,
-)
 from fastgw.egress import mock, relay
+from fastgw.egress.prepare import prepare
 from fastgw.errors import GatewayError
 from fastgw.exchange import Exchange, header
 from fastgw.ingress import body as bodies
 from fastgw.routes import Endpoint, Handler, RouteTable
+from fastgw.routing import attempts
 from fastgw.routing.router import Route
 
 if TYPE_CHECKING:
@@ -113,7 +110,10 @@ async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | No
     if stream:
         metrics.stream_started()
     try:
-        await dispatch(gw, ex, suffix, body, routing, route)
+        if route.plan is None:
+            await dispatch(gw, ex, suffix, body, routing, route)
+        else:
+            await attempts.serve(gw, ex, suffix, body, routing, route.plan)
     finally:
         if stream:
             metrics.stream_ended()
@@ -137,27 +137,10 @@ async def dispatch(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing:
         ex.usage_path = "translated"
         ex.usage = await translated.handle(ex, provider, route, suffix, body, routing)
         return
-    controls = gw.controls
-    usage_path = stream_usage_path(suffix, stream, routing.include_usage, controls.inject_usage)
-    inject = usage_path == USAGE_INJECTED
-    rename = (suffix == "/chat/completions" and b'"max_tokens"' in body
-              and bodies.needs_max_completion_tokens(provider.type, route.upstream_model))
-    path_taken = "fast"
-    if route.rewrite or rename or (inject and routing.has_stream_options):
-        new = bodies.rewrite(body, model_json=route.upstream_model_json if route.rewrite else None,
-                             rename_max_tokens=rename,
-                             edit=inject_include_usage if inject else None)
-        if new is not None:
-            body = new
-            path_taken = "rewritten"
-    elif inject:
-        # No stream_options at all: splice it in front, no parsing (still the fast path).
-        body = bodies.splice_first_member(body, b'"stream_options":{"include_usage":true}')
-    ex.path_taken = path_taken
-    ex.usage_path = usage_path
-    tap = usage_tap(suffix, stream, usage_path)
-    if controls.capture_bodies and stream:
-        tap = CaptureTap(tap, controls.config.logging.body_cap)
-    ex.tap = tap
-    await relay.relay(ex, provider, provider.target_for(suffix), body, stream=stream,
-                      client_auth=header(ex.scope, b"authorization"), tap=tap)
+    p = prepare(gw.controls, suffix, body, routing, provider, route.upstream_model,
+                route.upstream_model_json if route.rewrite else None)
+    ex.path_taken = p.path_taken
+    ex.usage_path = p.usage_path
+    ex.tap = p.tap
+    await relay.relay(ex, provider, provider.target_for(suffix), p.body, stream=stream,
+                      client_auth=header(ex.scope, b"authorization"), tap=p.tap)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpcore
 
 from fastgw.config import Config, ProviderConfig
+from fastgw.routing.keys import ApiKey, KeyRing, secrets_of
 from fastgw.upstream.backend import AsyncioBackend, tls_context
 from fastgw.upstream.client import Timeouts
 from fastgw.upstream.connection import HeaderItems, prevalidate
@@ -118,6 +119,9 @@ class Provider:
         t = cfg.timeouts
         self.timeouts = Timeouts(t.connect, t.first_byte, t.idle, t.total)
         self.pool: Pool | None = None
+        # Several API keys in rotation (None: one key, or none).
+        self.keys: KeyRing | None = None
+        self.secrets = secrets_of(cfg)
         self._targets: dict[str, bytes] = {}
         self.base_path = b""
         self.base_query = b""
@@ -148,17 +152,26 @@ class Provider:
         )
         self.auth_headers = auth_headers(cfg)
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in cfg.headers.items()]
+        self.json_request_headers = self._json_headers(self.auth_headers)
+        if cfg.api_keys:
+            keys = [ApiKey(k, auth := _auth_for(cfg.type, k), self._json_headers(auth)) for k in cfg.api_keys]
+            self.auth_headers = keys[0].auth_headers
+            self.json_request_headers = keys[0].json_request_headers
+            if len(keys) > 1:
+                self.keys = KeyRing(cfg.name, keys, cfg.key_cooldown_s)
+
+    def _json_headers(self, auth: list[tuple[bytes, bytes]]) -> HeaderItems:
+        """The fixed headers of every JSON request with these credentials, checked by h11 once."""
         try:
-            # The fixed headers of every JSON request, checked by h11 once.
-            self.json_request_headers = prevalidate([
+            return prevalidate([
                 (b"host", self.host_header),
                 (b"content-type", b"application/json"),
                 (b"accept-encoding", b"identity"),
-                *self.auth_headers,
+                *auth,
                 *self.extra_headers,
             ])
         except ValueError as exc:
-            raise ValueError(f"provider {cfg.name}: {exc}") from None
+            raise ValueError(f"provider {self.name}: {exc}") from None
 
     def serves(self, model: str) -> bool:
         """Whether this provider lists ``model`` (exactly or by a glob pattern)."""
@@ -203,13 +216,15 @@ def _is_pattern(model: str) -> bool:
 
 def auth_headers(cfg: ProviderConfig) -> list[tuple[bytes, bytes]]:
     """The headers carrying this provider's credentials, encoded once."""
-    if not cfg.api_key:
-        return []
-    key = cfg.api_key.encode()
-    if cfg.type == "azure":
+    return _auth_for(cfg.type, cfg.api_key) if cfg.api_key else []
+
+
+def _auth_for(ptype: str, secret: str) -> list[tuple[bytes, bytes]]:
+    key = secret.encode()
+    if ptype == "azure":
         return [(b"api-key", key)]
-    if cfg.type == "anthropic":
+    if ptype == "anthropic":
         return [(b"x-api-key", key)]
-    if cfg.type == "gemini":
+    if ptype == "gemini":
         return [(b"x-goog-api-key", key)]
     return [(b"authorization", b"Bearer " + key)]

@@ -2,8 +2,10 @@
 
 A client may send, in this order of precedence:
 
-1. an alias (``fast`` -> ``groq/llama-3.1-8b-instant``; an alias may list
-   several targets: the first is used, the rest are for fallbacks);
+1. a route (``routes:``) or an alias (``fast`` -> ``groq/llama-3.1-8b-instant``);
+   a route, or an alias listing several targets, carries a
+   :class:`~fastgw.routing.targets.RoutePlan` that the attempt loop
+   (:mod:`fastgw.routing.attempts`) follows: balancing, retries, fallbacks;
 2. a bare model name that exactly one provider lists (``gpt-4o-mini``); names
    may contain ``/`` (OpenRouter's ``openai/gpt-4o``) and are matched whole
    first;
@@ -20,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fastgw.errors import GatewayError, model_not_found
+from fastgw.routing.policy import RouteConfig
 from fastgw.routing.providers import Provider
+from fastgw.routing.targets import RoutePlan, alias_plan, build_plan, key_rotation_plan
 
 _CACHE_LIMIT = 4096
 
@@ -28,9 +32,10 @@ _CACHE_LIMIT = 4096
 class Route:
     """Where a model name goes: the provider, the upstream's name, whether to rewrite."""
 
-    __slots__ = ("model", "provider", "rewrite", "targets", "upstream_model", "upstream_model_json")
+    __slots__ = ("model", "plan", "provider", "rewrite", "targets", "upstream_model", "upstream_model_json")
 
-    def __init__(self, model: str, provider: Provider, upstream_model: str, targets: list[str] | None = None) -> None:
+    def __init__(self, model: str, provider: Provider, upstream_model: str, targets: list[str] | None = None,
+                 plan: RoutePlan | None = None) -> None:
         self.model = model
         self.provider = provider
         self.upstream_model = upstream_model
@@ -39,18 +44,45 @@ class Route:
         self.upstream_model_json = b'"' + upstream_model.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
         # Alias targets in order, for fallbacks.
         self.targets = targets or [f"{provider.name}/{upstream_model}"]
+        # Several deployments, retries or key rotation: the attempt loop's plan (None: one plain target).
+        self.plan = plan
 
 
 class Router:
-    def __init__(self, providers: Iterable[Provider], aliases: dict[str, str | list[str]]) -> None:
+    def __init__(self, providers: Iterable[Provider], aliases: dict[str, str | list[str]],
+                 routes: dict[str, RouteConfig] | None = None) -> None:
         self.providers: dict[str, Provider] = {p.name: p for p in providers}
         self.aliases: dict[str, list[str]] = {
             name: [t] if isinstance(t, str) else list(t) for name, t in aliases.items()
         }
+        self.route_configs = routes or {}
         self._cache: dict[str, Route] = {}
+        # Every route and multi-target alias, built once: their breakers and load live here.
+        self.plans: dict[str, RoutePlan] = {}
+        for name, cfg in self.route_configs.items():
+            try:
+                self.plans[name] = build_plan(name, cfg, self._target)[0]
+            except GatewayError:
+                continue  # check_aliases names the bad target
+        for name, targets in self.aliases.items():
+            if len(targets) > 1:
+                try:
+                    self.plans[name] = alias_plan(name, [self._target(t) for t in targets])
+                except GatewayError:
+                    continue
+
+    def _target(self, target: str) -> tuple[Provider, str]:
+        route = self._resolve_direct(target)
+        return route.provider, route.upstream_model
 
     def check_aliases(self) -> None:
-        """Every alias target must resolve (called at start-up)."""
+        """Every alias and route target must resolve (called at start-up)."""
+        for name, cfg in self.route_configs.items():
+            for i, t in enumerate(cfg.target_list()):
+                try:
+                    self._resolve_direct(t.model)
+                except GatewayError as exc:
+                    raise ValueError(f"routes.{name}.targets[{i}]: {exc.message}") from None
         for name, targets in self.aliases.items():
             for i, target in enumerate(targets):
                 try:
@@ -63,12 +95,18 @@ class Router:
         route = self._cache.get(model)
         if route is not None:
             return route
+        plan = self.plans.get(model)
         targets = self.aliases.get(model)
-        if targets is not None:
+        if plan is not None:
+            first = plan.deployments[0]
+            route = Route(model, first.provider, first.upstream_model, [d.name for d in plan.deployments], plan)
+        elif targets is not None:
             first = self._resolve_direct(targets[0])
             route = Route(model, first.provider, first.upstream_model, targets)
         else:
             route = self._resolve_direct(model)
+        if plan is None and route.provider.keys is not None:
+            route.plan = key_rotation_plan(model, route.provider, route.upstream_model)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[model] = route
@@ -108,7 +146,7 @@ class Router:
         for p in self.providers.values():
             for m in p.exact_models:
                 counts[m] = counts.get(m, 0) + 1
-        for name in self.aliases:
+        for name in [*self.route_configs, *self.aliases]:
             try:
                 owner = self.resolve(name).provider.name
             except GatewayError:

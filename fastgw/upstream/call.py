@@ -169,9 +169,9 @@ _error_decoder = msgspec.json.Decoder(_ErrorShape)
 
 def error_body(status: int, body: bytes, provider: Provider) -> bytes:
     """An upstream error body as an OpenAI envelope: kept when it is one, wrapped otherwise."""
-    key = provider.cfg.api_key
-    if key and key.encode() in body:
-        body = body.replace(key.encode(), b"[REDACTED]")
+    for key in provider.secrets:
+        if key.encode() in body:
+            body = body.replace(key.encode(), b"[REDACTED]")
     try:
         shape = _error_decoder.decode(body)
         if shape.error is not None and "message" in shape.error:

@@ -1,0 +1,372 @@
+"""The attempt loop: one request tried on a route's deployments until one answer is accepted.
+
+:func:`serve` is the entry point for every route with a plan (several targets,
+retries, or rotating keys). Each attempt opens the upstream request and stops at
+its status line and headers; nothing has reached the client yet, so the loop may
+still throw the answer away:
+
+* 2xx: accepted; from here on the egress relays it exactly as for a plain route
+  (byte for byte and unbuffered on the fast path) and nothing is retried, even if
+  the stream breaks later (the client then gets one error event);
+* connect errors, refusals, TLS failures, timeouts before the first byte, a full
+  pool, and the route's ``retry.on_status`` (408, 429, 500, 502, 503, 504):
+  retried: on the next deployment at once, or, when every one was tried, on the
+  one free first after a backoff (exponential, full jitter) or the upstream's
+  ``retry-after`` / ``retry-after-ms`` when that is longer;
+* ``fallback_on`` statuses (404, 400 ``context_length_exceeded``, ...): the next
+  target serves; the failed one is not tried again;
+* a refused or rate-limited key of a provider with several keys: the same
+  deployment again with the next key;
+* anything else (a client's mistake: 400, 413, 422...): answered at once.
+
+One deadline (``deadline_s``) bounds every attempt up to the accepted answer,
+backoff included; a wait that would pass it is not started. When no deployment
+is available (breakers open, ``retry-after`` pending) the client gets one 503
+naming the model, with ``retry-after``, at once. The request body is the bytes
+already in memory: each deployment's version of it is prepared at most once per
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from random import random
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from fastgw.egress import mock, relay, translated
+from fastgw.egress.prepare import prepare
+from fastgw.errors import GatewayError, type_for_status
+from fastgw.exchange import Exchange, header
+from fastgw.routing import balance, stats
+from fastgw.routing.targets import Deployment, RoutePlan
+from fastgw.upstream.watch import watch_client
+
+if TYPE_CHECKING:
+    from fastgw.app import Gateway
+    from fastgw.ingress.body import Routing
+
+OK, RETRY, FALLBACK, KEY, ERROR = "ok", "retry", "fallback", "key", "error"
+_CONVERSATION = b"x-fastgw-conversation-id"
+
+
+class _User(msgspec.Struct):
+    user: str | None = None
+
+
+class _ErrorCode(msgspec.Struct):
+    code: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    error: _ErrorCode | None = None
+
+
+_user_decoder = msgspec.json.Decoder(_User)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class RelayedError(GatewayError):
+    """An upstream's error answer, relayed as it was prepared (status, envelope, kept headers)."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(status, "upstream error", type=type_for_status(status), headers=headers)
+        self.raw = body
+
+    def body(self) -> bytes:
+        return self.raw
+
+
+class _Failure:
+    __slots__ = ("error", "gateway_side", "outcome")
+
+    def __init__(self, error: GatewayError, outcome: str, gateway_side: bool) -> None:
+        self.error = error
+        self.outcome = outcome
+        self.gateway_side = gateway_side  # no HTTP answer from the upstream (connect, timeout, pool)
+
+
+async def serve(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing, plan: RoutePlan) -> None:
+    """Serve one request on ``plan``; see the module docstring."""
+    now = _loop().time()
+    session = _session(ex, plan, body) if plan.sticky is not None else None
+    order = balance.order(plan, now, session)
+    if not order:
+        stats.unavailable(plan.name)
+        raise _unavailable(plan, ex.model or plan.name, now, "every target is down")
+    async with watch_client(ex):
+        await _Run(gw, ex, suffix, body, routing, plan, now).go(order)
+
+
+def _session(ex: Exchange, plan: RoutePlan, body: bytes) -> bytes | None:
+    """The request's session identity for sticky routing, if it carries one."""
+    sticky = plan.sticky
+    assert sticky is not None
+    value = header(ex.scope, plan.sticky_header)
+    if value is None and sticky.use_conversation_id:
+        value = header(ex.scope, _CONVERSATION)
+    if value is None and sticky.use_user and b'"user"' in body:
+        try:
+            user = _user_decoder.decode(body).user
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            user = None
+        value = user.encode() if user else None
+    return value
+
+
+def _unavailable(plan: RoutePlan, model: str, now: float, why: str) -> GatewayError:
+    wait = min((d.retry_in(now) for d in plan.deployments), default=1.0)
+    retry_after = str(max(1, math.ceil(wait))).encode()
+    return GatewayError(503, f"No target of the model '{model}' can serve the request now ({why}). "
+                        f"Retry after {retry_after.decode()} s.", type="overloaded", param="model",
+                        code="model_unavailable", headers=[(b"retry-after", retry_after)])
+
+
+def _retry_after(headers: list[tuple[bytes, bytes]]) -> float:
+    """Seconds the upstream asked to wait (``retry-after-ms`` or ``retry-after`` in seconds), else 0."""
+    for name, value in headers:
+        try:
+            if name == b"retry-after-ms":
+                return max(0.0, float(value) / 1000)
+            if name == b"retry-after":
+                return max(0.0, float(value))
+        except ValueError:
+            continue  # an HTTP date: not worth parsing, the backoff applies
+    return 0.0
+
+
+class _Run:
+    """One request's walk over the deployments."""
+
+    __slots__ = ("body", "client_auth", "deadline", "ex", "gw", "plan", "prepared", "routing", "suffix")
+
+    def __init__(self, gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing, plan: RoutePlan,
+                 now: float) -> None:
+        self.gw = gw
+        self.ex = ex
+        self.suffix = suffix
+        self.body = body
+        self.routing = routing
+        self.plan = plan
+        self.deadline = now + plan.deadline if plan.deadline else None
+        self.prepared: dict[Deployment, Any] = {}
+        self.client_auth = header(ex.scope, b"authorization")
+
+    async def go(self, order: list[Deployment]) -> None:
+        plan = self.plan
+        budget = 1 + plan.attempts
+        queue = order
+        again: list[Deployment] = []  # failed retryably: may be tried once more after a backoff
+        last: _Failure | None = None
+        made = 0
+        waits = 0
+        loop = _loop()
+        while made < budget:
+            now = loop.time()
+            if queue:
+                dep = queue.pop(0)
+                if dep.not_before > now:
+                    again.append(dep)
+                    continue
+            elif again and last is not None and last.outcome in (RETRY, KEY):
+                # An open breaker is not waited for: only a retry-after or the backoff is.
+                again = [d for d in again if d.breaker.available(now)]
+                if not again:
+                    break
+                dep = min(again, key=_free_at)
+                again.remove(dep)
+                delay = max(dep.not_before - now, random() * min(plan.backoff_max, plan.backoff_base * 2 ** waits))
+                waits += 1
+                if self.deadline is not None and now + delay >= self.deadline:
+                    break
+                await asyncio.sleep(delay)
+                now = loop.time()
+            else:
+                break
+            if not dep.breaker.allow(now):
+                continue
+            if made:
+                if last is not None and last.outcome == FALLBACK:
+                    stats.fell_back(plan.name)
+                else:
+                    stats.retried(plan.name)
+            made += 1
+            failure = await self.attempt(dep, made, now)
+            if failure is None:
+                return
+            last = failure
+            if failure.outcome == KEY:
+                queue.insert(0, dep)
+            elif failure.outcome == RETRY:
+                again.append(dep)
+            elif failure.outcome == ERROR:
+                break
+        if last is None:
+            stats.unavailable(plan.name)
+            raise _unavailable(plan, self.ex.model or plan.name, loop.time(), "every target is down")
+        if last.gateway_side and len(plan.deployments) > 1 and last.error.status != 504:
+            stats.unavailable(plan.name)
+            raise _unavailable(plan, self.ex.model or plan.name, loop.time(),
+                               f"{made} attempt(s) failed; last: {last.error.message}")
+        raise last.error
+
+    async def attempt(self, dep: Deployment, n: int, now: float) -> _Failure | None:
+        """One attempt on ``dep``: None when it served the client, else what went wrong."""
+        ex = self.ex
+        plan = self.plan
+        provider = dep.provider
+        ex.provider = provider.name
+        ex.provider_type = provider.type
+        ex.upstream_model = dep.upstream_model
+        ex.attempts = n
+        log = ex.attempt_log
+        if log is None:
+            log = ex.attempt_log = []
+        ring = provider.keys
+        key = ring.pick(now) if ring is not None else None
+        breaker = dep.breaker
+        dep.inflight += 1
+        verdict = 0  # -1 failure, 0 none, 1 success (for the breaker)
+        try:
+            if provider.wire == "mock":
+                verdict = 1
+                stats.attempt(plan.name, dep.name, OK)
+                log.append(f"{dep.name}:200")
+                ex.path_taken = ex.usage_path = "mock"
+                await mock.serve(ex, provider.cfg.mock, self.suffix, dep.upstream_model, self.body,
+                                 self.routing.stream, self.routing.include_usage)
+                return None
+            try:
+                call = self.prepared.get(dep)
+                if call is None:
+                    call = self.prepared[dep] = self._prepare(dep)
+                resp = await self._open(dep, call, key)
+            except GatewayError as exc:
+                gateway_side = exc.code in ("upstream_unreachable", "upstream_timeout", "pool_exhausted",
+                                            "upstream_error", "deadline_exceeded")
+                if exc.code in ("upstream_unreachable", "upstream_timeout", "upstream_error"):
+                    verdict = -1
+                if exc.code == "deadline_exceeded" or not gateway_side:
+                    outcome = ERROR
+                    if not gateway_side and self._falls_back(exc.status, exc.code):
+                        outcome = FALLBACK
+                else:
+                    outcome = RETRY
+                stats.attempt(plan.name, dep.name, outcome)
+                log.append(f"{dep.name}:{exc.code or exc.status}")
+                return _Failure(exc, outcome, gateway_side)
+            status = resp.status
+            if status < 400:
+                verdict = 1
+                if key is not None:
+                    key.streak_429 = 0
+                dep.observe_ttfb(resp.wait)
+                stats.ttfb(plan.name, dep.name, resp.wait)
+                stats.attempt(plan.name, dep.name, OK)
+                log.append(f"{dep.name}:{status}")
+                try:
+                    await self._deliver(dep, call, resp)
+                finally:
+                    await resp.aclose()
+                if ex.error_type == "upstream_error":
+                    verdict = -1  # the stream broke after it started: no retry, but it counts
+                return None
+            try:
+                answer = await self._error_answer(dep, call, resp)
+            finally:
+                await resp.aclose()
+            client_status, data, extra = answer
+            outcome = ERROR
+            if ring is not None and key is not None and status in (401, 403, 429):
+                ring.answered(key, status, now)
+                if ring.usable(_loop().time()) and len(ring.keys) > 1:
+                    outcome = KEY
+            if outcome == ERROR:
+                if status in plan.retry_statuses or client_status in plan.retry_statuses:
+                    outcome = RETRY
+                    wait = _retry_after(resp.headers)
+                    if wait:
+                        dep.not_before = now + wait
+                elif client_status in plan.fallback_statuses or (
+                        client_status in plan.fallback_codes
+                        and _code(data) in plan.fallback_codes[client_status]):
+                    outcome = FALLBACK
+            if status >= 500 or status in (408, 429):
+                verdict = -1
+            stats.attempt(plan.name, dep.name, outcome)
+            log.append(f"{dep.name}:{status}")
+            return _Failure(RelayedError(client_status, data, extra), outcome, False)
+        finally:
+            dep.inflight -= 1
+            if verdict > 0:
+                breaker.success(_loop().time())
+            elif verdict < 0:
+                breaker.failure(_loop().time())
+            else:
+                breaker.neutral()
+
+    def _falls_back(self, status: int, code: str | None) -> bool:
+        plan = self.plan
+        return status in plan.fallback_statuses or (code is not None and code in plan.fallback_codes.get(status, ()))
+
+    def _prepare(self, dep: Deployment) -> Any:
+        provider = dep.provider
+        if provider.wire == "openai":
+            return prepare(self.gw.controls, self.suffix, self.body, self.routing, provider, dep.upstream_model,
+                           dep.upstream_model_json if dep.rewrite else None)
+        return translated.prepare(provider, self.ex.model, dep.upstream_model, self.suffix, self.body,
+                                  self.routing)
+
+    async def _open(self, dep: Deployment, call: Any, key: Any) -> Any:
+        provider = dep.provider
+        deadline = self.deadline
+        try:
+            async with asyncio.timeout_at(deadline):
+                if provider.wire == "openai":
+                    return await relay.open_relay(self.ex, provider, provider.target_for(self.suffix), call.body,
+                                                  self.client_auth,
+                                                  key.json_request_headers if key is not None else None)
+                return await translated.open_call(self.ex, provider, call,
+                                                  key.auth_headers if key is not None else None)
+        except TimeoutError:
+            raise GatewayError(504, f"The model '{self.ex.model}' did not answer within the route's deadline "
+                               f"({self.plan.deadline:g} s).", type="timeout",
+                               code="deadline_exceeded") from None
+
+    async def _error_answer(self, dep: Deployment, call: Any, resp: Any) -> tuple[int, bytes, list]:
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                if dep.provider.wire == "openai":
+                    return await relay.error_answer(resp, dep.provider)
+                return await translated.error_answer(self.ex, resp, call)
+        except TimeoutError:
+            return resp.status, b"", []
+
+    async def _deliver(self, dep: Deployment, call: Any, resp: Any) -> None:
+        ex = self.ex
+        provider = dep.provider
+        if provider.wire == "openai":
+            ex.path_taken = call.path_taken
+            ex.usage_path = call.usage_path
+            ex.tap = call.tap
+            await relay.relay_body(ex, resp, provider, stream=self.routing.stream, tap=call.tap)
+            return
+        ex.path_taken = ex.usage_path = "translated"
+        ex.usage = await translated.deliver(ex, provider, call, resp)
+
+
+def _free_at(d: Deployment) -> float:
+    return d.not_before
+
+
+def _code(data: bytes) -> str | None:
+    try:
+        env = _envelope_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return env.error.code if env.error is not None else None
+
+
+_loop = asyncio.get_running_loop
