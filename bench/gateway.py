@@ -18,6 +18,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ANTHROPIC_MODEL = "claude-3-5-haiku-latest"
 GEMINI_MODEL = "gemini-2.0-flash"
 OPENAI_MODEL = "gpt-4o-mini"
+# Routes over three deployments of the mock (their targets keep the name: the bytes go untouched);
+# one of FAILOVER_MODEL's deployments answers 503 to every request (the mock's error knobs).
+ROUTED_MODEL = "routed-gpt"
+FAILOVER_MODEL = "failover-gpt"
 
 
 class GatewayError(RuntimeError):
@@ -169,7 +173,22 @@ def gateway_config(mock_port: int, translated: bool = True, controls: str = "def
     api_key: gm-test
     models: [{GEMINI_MODEL}]
 """
-    return text + CONTROLS_CONFIG[controls]
+    return text + routes_config(mock_port) + CONTROLS_CONFIG[controls]
+
+
+def routes_config(mock_port: int) -> str:
+    """Providers and routes for the routing scenarios (retries and breakers at their defaults)."""
+    text = ""
+    for name, extra in (("r1", ""), ("r2", ""), ("r3", ""), ("f1", ""), ("f2", ""),
+                        ("f3", ', headers: {x-mock-error-rate: "1", x-mock-error-status: "503"}')):
+        model = ROUTED_MODEL if name.startswith("r") else FAILOVER_MODEL
+        text += (f"  - {{name: {name}, type: openai, base_url: 'http://127.0.0.1:{mock_port}/v1', "
+                 f"api_key: sk-test, models: [{model}]{extra}}}\n")
+    text += "routes:\n"
+    for model, prefix in ((ROUTED_MODEL, "r"), (FAILOVER_MODEL, "f")):
+        targets = ", ".join(f"{prefix}{i}/{model}" for i in (1, 2, 3))
+        text += f"  {model}: {{targets: [{targets}], strategy: weighted}}\n"
+    return text
 
 
 def default_gateway_cmd() -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench import payloads as P
-from bench.gateway import ANTHROPIC_MODEL, GEMINI_MODEL, OPENAI_MODEL
+from bench.gateway import ANTHROPIC_MODEL, FAILOVER_MODEL, GEMINI_MODEL, OPENAI_MODEL, ROUTED_MODEL
 from bench.loadgen import RequestSpec
 from bench.mock_upstream import Knobs
 
@@ -49,6 +49,11 @@ DESCRIPTIONS = {
     "anthropic_stream": "OpenAI chat SSE in, Anthropic Messages SSE upstream (translated); direct = native /v1/messages",
     "gemini_stream": "OpenAI chat SSE in, Gemini streamGenerateContent?alt=sse upstream; direct = native Gemini",
     "responses_stream": "POST /v1/responses, SSE event stream (response.created ... response.completed)",
+    "route_stream": "SSE via a route over three healthy deployments (weighted, retries and breakers on, bytes "
+                    "untouched); compare gw cpu us/req with chat_stream of the same run",
+    "route_failover_stream": "SSE via a route over three deployments, one of them answering 503 to every request "
+                             "(retries and breakers on): errors (target 0), +ttfb/+total vs direct",
+    "paced_route_stream": "paced_stream through the three-deployment route: +ttfb vs paced_stream",
     "paced_stream": "SSE, upstream 100 ms to first token then 20 events 10 ms apart, 64 concurrent",
     "stall_512": "512 concurrent paced streams: largest inter-event gap vs the upstream's 10 ms",
 }
@@ -71,6 +76,11 @@ def base_scenarios(c: int) -> list[Scenario]:
                  _oa("chat", GEMINI_MODEL, True), needs="gemini"),
         Scenario("responses_stream", d["responses_stream"], "fast", c, _oa("responses", OPENAI_MODEL, True),
                  _oa("responses", OPENAI_MODEL, True)),
+        # Direct: the same stream from the mock (it echoes any model name).
+        Scenario("route_stream", d["route_stream"], "fast", c, _oa("chat", ROUTED_MODEL, True),
+                 _oa("chat", ROUTED_MODEL, True)),
+        Scenario("route_failover_stream", d["route_failover_stream"], "fast", c, _oa("chat", FAILOVER_MODEL, True),
+                 _oa("chat", FAILOVER_MODEL, True)),
     ]
 
 
@@ -84,6 +94,9 @@ def build_matrix(concurrencies: list[int], names: list[str] | None = None, stall
     stream = _oa("chat", OPENAI_MODEL, True)
     out.append(Scenario("paced_stream", DESCRIPTIONS["paced_stream"], "paced", paced_concurrency, stream, stream,
                         kind="paced", duration_scale=paced_scale))
+    routed = _oa("chat", ROUTED_MODEL, True)
+    out.append(Scenario("paced_route_stream", DESCRIPTIONS["paced_route_stream"], "paced", paced_concurrency, routed,
+                        routed, kind="paced", duration_scale=paced_scale))
     out.append(Scenario("stall_512", DESCRIPTIONS["stall_512"], "paced", stall_concurrency, stream, stream,
                         kind="stall", duration_scale=paced_scale))
     if names:

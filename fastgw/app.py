@@ -39,6 +39,7 @@ from fastgw.ingress import openai as openai_door
 from fastgw.routes import RouteTable
 from fastgw.routing.providers import Provider, resolved_providers
 from fastgw.routing.router import Router
+from fastgw.routing.stats import watch_plans
 from fastgw.upstream.backend import AsyncioBackend
 from fastgw.upstream.client import UpstreamError
 
@@ -86,6 +87,7 @@ class Gateway:
 
         await discover_models(self.providers)
         self.router = Router(self.providers, self.config.aliases, self.config.routes)
+        watch_plans(self.router.plans)
         self._build_model_list()
         await self.controls.start([(p.name, p.pool) for p in self.providers if p.pool is not None])
         # Everything built so far (modules, config, tables) lives as long as the worker:

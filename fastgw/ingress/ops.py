@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from fastgw.controls import metrics
 from fastgw.exchange import Exchange
 from fastgw.routes import Endpoint, RouteTable
@@ -11,6 +13,7 @@ from fastgw.routes import Endpoint, RouteTable
 if TYPE_CHECKING:
     from fastgw.app import Gateway
 
+_encode = msgspec.json.Encoder().encode
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -26,7 +29,13 @@ async def health(gw: Gateway, ex: Exchange, token: str | None) -> None:
 
 async def ready(gw: Gateway, ex: Exchange, token: str | None) -> None:
     ok = gw.ready and not gw.draining
-    await ex.respond(200 if ok else 503, b'{"status":"ready"}' if ok else b'{"status":"not ready"}')
+    body = b'{"status":"ready"}' if ok else b'{"status":"not ready"}'
+    plans = gw.router.plans
+    if plans:
+        # Each route's circuit breakers: {"route": {"provider/model": "closed|half_open|open"}}.
+        routes = {name: {d.name: d.breaker.state_name for d in plan.deployments} for name, plan in plans.items()}
+        body = body[:-1] + b',"routes":' + _encode(routes) + b"}"
+    await ex.respond(200 if ok else 503, body)
 
 
 async def prometheus(gw: Gateway, ex: Exchange, token: str | None) -> None:
