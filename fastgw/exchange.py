@@ -115,8 +115,10 @@ class Exchange:
                    (b"x-fastgw-overhead-ms", f"{overhead * 1000:.3f}".encode())]
         if self.provider:
             headers.append((b"x-fastgw-provider", self.provider.encode()))
-            if self.upstream_model:
-                headers.append((b"x-fastgw-model", self.upstream_model.encode()))
+            model = self.upstream_model
+            # The name may come from the client ("provider/<anything>"): only a clean one is echoed.
+            if model and model.isascii() and model.isprintable():
+                headers.append((b"x-fastgw-model", model.encode()))
             headers.append((b"x-fastgw-attempts", str(self.attempts).encode() if self.attempts else b"1"))
         if self.path_taken:
             headers.append((b"x-fastgw-path", self.path_taken.encode()))
