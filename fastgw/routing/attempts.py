@@ -177,7 +177,7 @@ class _Run:
                     break
                 dep = min(again, key=_free_at)
                 again.remove(dep)
-                delay = max(dep.not_before - now, random() * min(plan.backoff_max, plan.backoff_base * 2 ** waits))
+                delay = max(dep.not_before - now, backoff(plan, waits))
                 waits += 1
                 if self.deadline is not None and now + delay >= self.deadline:
                     break
@@ -206,7 +206,7 @@ class _Run:
         if last is None:
             stats.unavailable(plan.name)
             raise _unavailable(plan, self.ex.model or plan.name, loop.time(), "every target is down")
-        if last.gateway_side and len(plan.deployments) > 1 and last.error.status != 504:
+        if last.gateway_side and len(plan.deployments) > 1 and last.error.code != "deadline_exceeded":
             stats.unavailable(plan.name)
             raise _unavailable(plan, self.ex.model or plan.name, loop.time(),
                                f"{made} attempt(s) failed; last: {last.error.message}")
@@ -355,6 +355,11 @@ class _Run:
             return
         ex.path_taken = ex.usage_path = "translated"
         ex.usage = await translated.deliver(ex, provider, call, resp)
+
+
+def backoff(plan: RoutePlan, waits: int) -> float:
+    """Seconds before the ``waits``-th retry of an already tried deployment: exponential, full jitter."""
+    return random() * min(plan.backoff_max, plan.backoff_base * 2 ** waits)
 
 
 def _free_at(d: Deployment) -> float:

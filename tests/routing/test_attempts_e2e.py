@@ -65,7 +65,7 @@ routes:
   cross: {{targets: [dead/m, claude/claude-haiku-4-5], {quick}}}
   down: {{targets: [dead/m, dead/m2], {quick}, breaker: {{consecutive_failures: 1, cooldown_s: 30}}}}
   no-retry: {{targets: [a/m, b/m], retry: {{attempts: 0}}}}
-  only-503: {{targets: [a/m, b/m], {quick}, fallback_on: []}}
+  only-503: {{targets: [a/m, b/m], {quick}, fallback_on: [], retry: {{on_status: [503], backoff_base_ms: 5}}}}
 """)
     yield gateway
     gateway.stop()
@@ -180,6 +180,19 @@ def test_fallback_on_is_enforced(gw, a, b, client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="only-503", messages=HI)
     assert len(b.requests) == 0
+
+
+def test_retry_on_status_is_enforced(gw, a, b, client):
+    a.handler = flaky([503])
+    assert client.chat.completions.create(model="only-503", messages=HI).choices[0].message.content == "hi 👋"
+    assert (len(a.requests), len(b.requests)) == (1, 1)
+    a.requests.clear()
+    b.requests.clear()
+    a.handler = flaky([500])  # not in this route's on_status: answered as is
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="only-503", messages=HI)
+    assert info.value.status_code == 500
+    assert (len(a.requests), len(b.requests)) == (1, 0)
 
 
 def test_refused_primary_falls_back_across_formats_streaming(gw, b, client):

@@ -9,8 +9,9 @@ import pytest
 
 from fastgw.config import ProviderConfig
 from fastgw.routing import balance
+from fastgw.routing.attempts import backoff
 from fastgw.routing.breaker import Breaker
-from fastgw.routing.policy import BreakerConfig, RouteConfig, TargetConfig
+from fastgw.routing.policy import BreakerConfig, RetryConfig, RouteConfig, TargetConfig
 from fastgw.routing.providers import Provider
 from fastgw.routing.targets import build_plan
 from fastgw.upstream.backend import AsyncioBackend
@@ -124,3 +125,12 @@ def test_breaker_opens_on_error_rate_and_a_disabled_one_never_opens():
     off = Breaker(BreakerConfig(enabled=False, consecutive_failures=1))
     off.failure(0.0)
     assert off.state_name == "closed"
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped():
+    random.seed(99)
+    plan = plan_of("ordered", {"a": 1}, retry=RetryConfig(backoff_base_ms=100, backoff_max_ms=400))
+    for waits, cap in ((0, 0.1), (1, 0.2), (2, 0.4), (5, 0.4)):
+        delays = [backoff(plan, waits) for _ in range(200)]
+        assert min(delays) >= 0 and max(delays) <= cap
+        assert max(delays) > cap * 0.9 and min(delays) < cap * 0.1  # full jitter: the whole range

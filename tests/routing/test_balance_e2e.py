@@ -93,7 +93,10 @@ def test_sticky_sessions_hold_and_move_only_when_the_deployment_fails(gw, a, b, 
     assert set(first.values()) == {"a", "b"}  # sessions spread
     for s, where in first.items():
         assert all(served_by(client, "sticky", extra_headers={"x-session-id": s}) == where for _ in range(4))
-    # The body's "user" field is an identity too.
+    # x-fastgw-conversation-id is an identity too, and so is the body's "user" field.
+    by_conv = served_by(client, "sticky", extra_headers={"x-fastgw-conversation-id": "c-42"})
+    assert all(served_by(client, "sticky", extra_headers={"x-fastgw-conversation-id": "c-42"}) == by_conv
+               for _ in range(4))
     by_user = served_by(client, "sticky", user="alice")
     assert all(served_by(client, "sticky", user="alice") == by_user for _ in range(4))
     # Its deployment fails: the session is served elsewhere, then comes back.
