@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from fastgw.egress.messages import record_dropped
 from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import Exchange
 from fastgw.routing.providers import Provider
@@ -74,8 +75,8 @@ _decode = msgspec.json.decode
 class Call:
     """One translated request, built once: what to send, and how to read the answer."""
 
-    __slots__ = ("encoding", "headers", "include_usage", "kind", "model", "module", "path", "payload",
-                 "responses", "stream", "upstream_model")
+    __slots__ = ("dropped", "encoding", "headers", "include_usage", "kind", "model", "module", "path",
+                 "payload", "responses", "stream", "upstream_model")
 
     def __init__(self, kind: str, module: ModuleType, model: str, upstream_model: str, path: str,
                  headers: dict[str, str], payload: bytes) -> None:
@@ -90,6 +91,7 @@ class Call:
         self.include_usage = False
         self.responses: dict[str, Any] | None = None
         self.encoding = "float"
+        self.dropped: list[str] = []  # request fields the translation left out (named in a header)
 
 
 async def handle(ex: Exchange, provider: Provider, route: Route, suffix: str, body: bytes,
@@ -120,11 +122,12 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
     if suffix in ("/chat/completions", "/responses"):
         request = _object(body)
         responses = None
+        dropped: list[str] = []
         stream, include_usage = routing.stream, routing.include_usage
         if suffix == "/responses":
             responses = request
             try:
-                request = responses_to_chat(request)
+                request = responses_to_chat(request, dropped)
             except TranslationError as exc:
                 raise _translation_error(exc) from None
             stream, include_usage = bool(request.get("stream")), True
@@ -137,6 +140,7 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
             raise _translation_error(exc) from None
         call = Call("chat", module, model, upstream_model, path, headers, payload)
         call.stream, call.include_usage, call.responses = stream, include_usage, responses
+        call.dropped = dropped
         return call
     if suffix == "/embeddings":
         request = _object(body)
@@ -164,6 +168,7 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
 async def open_call(ex: Exchange, provider: Provider, call: Call,
                     auth: list[tuple[bytes, bytes]] | None = None) -> UpstreamResponse:
     """Send the translated request; the answer's status and headers are back, nothing went to the client."""
+    record_dropped(ex, call.dropped)
     return await _post(ex, provider, call.path, call.headers, call.payload, auth)
 
 

@@ -16,8 +16,12 @@ Response mapping:
   ``reasoning_content``.  Non-streaming replies also carry ``thinking_blocks``
   (thinking text + ``signature``, and ``redacted_thinking`` ``data``) which
   :func:`build_request` accepts back on assistant messages, so thinking survives
-  tool-use round trips.  Streams expose thinking only as ``reasoning_content``
-  deltas (signatures are dropped).
+  tool-use round trips.  Streams carry thinking text as ``reasoning_content`` deltas
+  and, when a thinking block's ``signature_delta`` arrives, one delta with
+  ``thinking_blocks: [{"type": "thinking", "thinking": <the block's whole text>,
+  "signature": ...}]`` (a ``redacted_thinking`` block: ``thinking_blocks: [{"type":
+  "redacted_thinking", "data": ...}]`` at its start), so a streaming client can send
+  them back too.
 * Server tools (``server_tool_use``, ``web_search_tool_result``,
   ``*_code_execution_tool_result`` ...) and ``redacted_thinking`` have no OpenAI
   equivalent: they are skipped (their ``input_json_delta`` included); text blocks
@@ -233,6 +237,7 @@ class _Delta(msgspec.Struct):
     type: str | None = None
     text: str | None = None
     thinking: str | None = None
+    signature: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
 
@@ -262,6 +267,7 @@ class StreamTranslator(ChatStream[SSEEvent]):
         self._started = False
         self._blocks: dict[int, tuple[int, int]] = {}  # block index -> (kind, tool call index)
         self._args_sent: dict[int, bool] = {}  # tool call index -> non-empty arguments sent
+        self._thinking: dict[int, list[str]] = {}  # thinking block index -> its text so far
         self._tools = 0
 
     def _payloads(self, data: bytes, closing: bool) -> list[SSEEvent]:
@@ -333,15 +339,21 @@ class StreamTranslator(ChatStream[SSEEvent]):
                 out.append(self._writer.content(block["text"]))
         elif kind == "thinking":
             self._blocks[ev.index] = (_THINKING, 0)
+            self._thinking[ev.index] = [block.get("thinking") or ""]
             if block.get("thinking"):
                 out.append(self._writer.reasoning(block["thinking"]))
+        elif kind == "redacted_thinking":
+            self._blocks[ev.index] = (_SKIP, 0)
+            if block.get("data"):
+                out.append(self._writer.delta({"thinking_blocks": [{"type": "redacted_thinking",
+                                                                    "data": block["data"]}]}))
         elif kind == "tool_use":
             tc = self._tools
             self._tools += 1
             self._blocks[ev.index] = (_TOOL, tc)
             self._args_sent[tc] = False
             out.append(self._writer.tool_start(tc, block.get("id") or "", block.get("name") or ""))
-        else:  # redacted_thinking, server_tool_use, *_tool_result, unknown
+        else:  # server_tool_use, *_tool_result, unknown
             self._blocks[ev.index] = (_SKIP, 0)
 
     def _delta(self, ev: _Event, out: list[bytes]) -> None:
@@ -356,11 +368,16 @@ class StreamTranslator(ChatStream[SSEEvent]):
         elif delta.type == "thinking_delta":
             if delta.thinking:
                 self._start(out)
+                self._thinking.setdefault(ev.index, []).append(delta.thinking)
                 out.append(self._writer.reasoning(delta.thinking))
+        elif delta.type == "signature_delta" and delta.signature:
+            text = "".join(self._thinking.pop(ev.index, ()))
+            block = {"type": "thinking", "thinking": text, "signature": delta.signature}
+            out.append(self._writer.delta({"thinking_blocks": [block]}))
         elif delta.type == "input_json_delta" and delta.partial_json and kind == _TOOL:
             self._args_sent[tc] = True
             out.append(self._writer.tool_args(tc, delta.partial_json))
-        # signature_delta, citations_delta and unknown deltas carry nothing for OpenAI
+        # citations_delta and unknown deltas carry nothing for OpenAI
 
     def _block_stop(self, ev: _Event, out: list[bytes]) -> None:
         kind, tc = self._blocks.get(ev.index, (_SKIP, 0))

@@ -6,7 +6,8 @@ Contract (pure functions, no I/O):
 * :func:`chat_to_message` -- a ``chat.completion`` JSON body -> (Anthropic ``message`` JSON
   bytes, :class:`~fastgw.tokens.Usage`).  Choice 0 only.  ``reasoning_content`` -> a
   ``thinking`` block first (``signature`` ``""``: the provider gave none), ``content`` ->
-  one ``text`` block, each tool call -> a ``tool_use`` block whose ``input`` is the decoded
+  one ``text`` block (a ``refusal`` alone -> its text, and ``stop_reason: refusal``), each
+  tool call -> a ``tool_use`` block whose ``input`` is the decoded
   ``arguments`` object (``{}`` when they are empty or not an object).
 * :func:`stop_reason` -- ``finish_reason`` -> ``stop_reason``: ``stop`` -> ``end_turn``,
   ``length`` -> ``max_tokens``, ``tool_calls`` / ``function_call`` -> ``tool_use``,
@@ -161,13 +162,16 @@ def chat_to_message(data: bytes, *, model: str) -> tuple[bytes, Usage]:
     finish = choice.get("finish_reason")
     if finish is None and msg.get("tool_calls"):
         finish = "tool_calls"
+    reason = stop_reason(finish)
+    if isinstance(refusal, str) and refusal and reason == "end_turn":
+        reason = "refusal"
     body = {
         "id": message_id(chat.get("id")),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(finish),
+        "stop_reason": reason,
         "stop_sequence": None,
         "usage": message_usage(usage),
     }

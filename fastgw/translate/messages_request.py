@@ -11,7 +11,8 @@ dropped-params counter).  The chat dict has no ``model`` (the caller's business)
 Mapping:
 
 * ``system`` (a string or text blocks) -> one leading ``system`` message, blocks joined with a
-  blank line.
+  blank line; a ``system`` message among ``messages`` (Claude Code sends them for models it
+  does not know) -> a ``system`` message in place.
 * ``user`` content: ``text`` -> text parts (one text block alone -> a string); ``image``
   base64 -> an ``image_url`` data URL, ``url`` -> that URL; ``document`` base64 (PDF) -> a
   ``file`` part with ``file_data``, ``text`` source -> a text part, ``content`` source -> its
@@ -340,6 +341,10 @@ def _message(msg: Any, param: str, out: list[dict[str, Any]], ctx: _Context) -> 
         _user(msg.get("content"), f"{param}.content", out, ctx)
     elif role == "assistant":
         _assistant(msg.get("content"), f"{param}.content", out, ctx)
+    elif role == "system":
+        text = _system(msg.get("content"), ctx)
+        if text:
+            out.append({"role": "system", "content": text})
     else:
         raise _bad(f"Invalid role {role!r} in '{param}' (user or assistant).", f"{param}.role")
 

@@ -10,7 +10,8 @@ Anthropic's order:
   null, zero usage: the chat stream reports usage only at its end) then ``ping``;
 * ``reasoning_content`` (or ``reasoning``) deltas -> a ``thinking`` block
   (``content_block_start`` with ``thinking: ""`` and ``signature: ""``, then
-  ``thinking_delta``\\ s); ``content`` (and ``refusal``) deltas -> a ``text`` block
+  ``thinking_delta``\\ s); ``content`` (and ``refusal``: the stop reason is then ``refusal``)
+  deltas -> a ``text`` block
   (``text_delta``\\ s); a tool call's first delta -> a ``tool_use`` block (``id``, ``name``,
   ``input: {}``) and each non-empty ``arguments`` piece -> an ``input_json_delta``.  Blocks
   are sequential: one opens when another kind of content starts, and the open one is closed
@@ -107,6 +108,7 @@ class MessagesStream(FeedLoop[SSEEvent]):
         self._index = -1  # the last block's index
         self._tools: dict[int, int] = {}  # chat tool-call index -> block index
         self._finish: str | None = None
+        self._refused = False
 
     def _payloads(self, data: bytes, closing: bool) -> list[SSEEvent]:
         return sse_events(self._parser, data, closing)
@@ -151,6 +153,8 @@ class MessagesStream(FeedLoop[SSEEvent]):
         if isinstance(reasoning, str) and reasoning:
             self._open(_THINKING, {"type": "thinking", "thinking": "", "signature": ""}, out)
             out.append(self._delta_event({"type": "thinking_delta", "thinking": reasoning}))
+        if isinstance(delta.refusal, str) and delta.refusal:
+            self._refused = True
         for text in (delta.content, delta.refusal):
             if isinstance(text, str) and text:
                 self._open(_TEXT, {"type": "text", "text": ""}, out)
@@ -190,7 +194,8 @@ class MessagesStream(FeedLoop[SSEEvent]):
             self._start(None, out)
         self._close_block(out)
         finish = self._finish or ("tool_calls" if self._tools else "stop")
-        delta = {"stop_reason": stop_reason(finish), "stop_sequence": None}
+        reason = "refusal" if self._refused and finish == "stop" else stop_reason(finish)
+        delta = {"stop_reason": reason, "stop_sequence": None}
         out.append(_event(b"message_delta", {"type": "message_delta", "delta": delta,
                                              "usage": message_usage(self.usage)}))
         out.append(_MESSAGE_STOP)

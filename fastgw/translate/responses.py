@@ -16,16 +16,24 @@ translator--> provider ... provider reply --provider translator--> chat completi
   assistant text, share one assistant message), ``function_call_output`` -> ``tool``
   messages; ``reasoning`` items are dropped (no portable form); ``item_reference``
   and unknown item types -> 400.
-* ``tools`` (flat ``{"type":"function","name",...}``) -> chat tools (other tool
-  types -> 400); ``tool_choice`` string or ``{"type":"function","name"}``;
+* ``tools`` (flat ``{"type":"function","name",...}``) -> chat tools; a ``namespace``
+  tool (a named group of function tools, as Codex sends) is flattened into its function
+  tools (each keeps its name, or becomes ``<namespace>__<name>`` when that name is taken),
+  and calls to them come back as ``function_call`` items with the original ``name`` and
+  ``namespace`` (:func:`namespace_names`); hosted tools the target cannot run
+  (``web_search``, ``file_search``, ``code_interpreter``, ...) are dropped and named;
+  other tool types -> 400.  ``tool_choice`` string or ``{"type":"function","name"}``;
   ``max_output_tokens`` -> ``max_completion_tokens``; ``temperature``, ``top_p``,
   ``parallel_tool_calls``, ``top_logprobs``, ``user`` / ``safety_identifier``,
   ``reasoning.effort`` -> ``reasoning_effort``; ``text.format`` json_object /
   json_schema (flat ``name``/``schema``/``strict``) -> ``response_format``.
 * ``stream: true`` -> ``stream`` plus ``stream_options.include_usage`` (the final
   ``response.completed`` needs usage).  ``previous_response_id`` / ``conversation``
-  -> 400 (no stored state here); ``store``, ``include``, ``metadata``,
-  ``truncation``, ``background: false`` are ignored.
+  -> 400 (no stored state here); ``store``, ``metadata``, ``truncation``,
+  ``background: false`` are ignored; ``include``, ``prompt_cache_key`` and
+  ``client_metadata`` only steer OpenAI's own machinery: dropped and named.  Names of
+  dropped fields go to the ``dropped`` list the caller passes (for the
+  ``x-fastgw-dropped-params`` header).
 
 :func:`chat_to_responses` turns a ``chat.completion`` body into a ``response``
 object; ``reasoning_content`` -> a ``reasoning`` item with ``reasoning_text``
@@ -49,13 +57,16 @@ import msgspec
 
 from .errors import TranslationError
 from .responses_stream import ResponsesStreamTranslator, response_object, responses_usage
+from .responses_tools import HOSTED_TOOLS, chat_name, flat_tools, namespace_names, tool_call_item_name
 
-__all__ = ["ResponsesStreamTranslator", "TranslationError", "chat_to_responses", "responses_to_chat"]
+__all__ = ["ResponsesStreamTranslator", "TranslationError", "chat_to_responses", "namespace_names",
+           "responses_to_chat"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 _IGNORED_ITEMS = frozenset({"reasoning"})
+_STEERING = ("include", "prompt_cache_key", "client_metadata")
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> TranslationError:
@@ -95,7 +106,7 @@ def _parts(content: Any, param: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _messages(body: dict[str, Any], names: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -122,7 +133,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 "id": str(item.get("call_id") or item.get("id") or ""),
                 "type": "function",
                 "function": {
-                    "name": str(item.get("name") or ""),
+                    "name": chat_name(names, item.get("namespace"), str(item.get("name") or "")),
                     "arguments": str(item.get("arguments") or ""),
                 },
             }
@@ -150,17 +161,21 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, names: dict[str, tuple[str, str]], dropped: list[str]) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise _bad("'tools' must be an array.", "tools", "invalid_type")
-    out = []
     for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind in HOSTED_TOOLS:
+            if kind not in dropped:
+                dropped.append(str(kind))
+        elif kind not in ("function", "namespace"):
             raise _bad(
                 f"Tool type {kind!r} is not supported for this model.", f"tools[{i}]", "unsupported_value"
             )
-        fn: dict[str, Any] = {"name": tool.get("name")}
+    out = []
+    for tool, ns in flat_tools(tools):
+        fn: dict[str, Any] = {"name": chat_name(names, ns, str(tool.get("name") or ""))}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
                 fn[key] = tool[key]
@@ -188,8 +203,10 @@ def _text_format(text: Any) -> dict[str, Any] | None:
     raise _bad("Invalid value for 'text.format'.", "text.format")
 
 
-def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """A Responses API request dict -> an equivalent chat completions request dict."""
+def responses_to_chat(body: dict[str, Any], dropped: list[str] | None = None) -> dict[str, Any]:
+    """A Responses API request dict -> an equivalent chat completions request dict (names of
+    dropped fields appended to ``dropped``)."""
+    dropped = dropped if dropped is not None else []
     for key in ("previous_response_id", "conversation", "prompt"):
         if body.get(key):
             raise _bad(
@@ -197,9 +214,12 @@ def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             )
     if body.get("background"):
         raise _bad("'background' is not supported for this model.", "background", "unsupported_parameter")
-    chat: dict[str, Any] = {"model": body.get("model"), "messages": _messages(body)}
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
+    dropped += [key for key in _STEERING if body.get(key) is not None and key not in dropped]
+    names = namespace_names(body)
+    chat: dict[str, Any] = {"model": body.get("model"), "messages": _messages(body, names)}
+    tools = _tools(body["tools"], names, dropped) if body.get("tools") else []
+    if tools:
+        chat["tools"] = tools
         if body.get("tool_choice") is not None:
             chat["tool_choice"] = _tool_choice(body["tool_choice"])
     if body.get("max_output_tokens") is not None:
@@ -256,6 +276,7 @@ def chat_to_responses(chat_response: bytes, *, model: str, request: dict[str, An
                 "content": content,
             }
         )
+    names = namespace_names(request)
     for tc in msg.get("tool_calls") or ():
         fn = tc.get("function") or {}
         output.append(
@@ -263,7 +284,7 @@ def chat_to_responses(chat_response: bytes, *, model: str, request: dict[str, An
                 "type": "function_call",
                 "id": _new_id("fc_"),
                 "call_id": tc.get("id") or "",
-                "name": fn.get("name") or "",
+                **tool_call_item_name(names, fn.get("name") or ""),
                 "arguments": fn.get("arguments") or "",
                 "status": "completed",
             }

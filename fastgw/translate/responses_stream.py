@@ -15,7 +15,8 @@ increasing ``sequence_number``:
   ``response.content_part.added`` (``output_text``), ``response.output_text.delta``...,
   then ``response.output_text.done``, ``response.content_part.done``,
   ``output_item.done``;
-* a tool-call start -> a ``function_call`` item (``call_id`` = chat id):
+* a tool-call start -> a ``function_call`` item (``call_id`` = chat id; ``name`` and
+  ``namespace`` as the client declared the tool, see :mod:`fastgw.translate.responses_tools`):
   ``output_item.added``, ``response.function_call_arguments.delta``..., then
   ``response.function_call_arguments.done`` and ``output_item.done``.
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import msgspec
 
+from .responses_tools import namespace_names, tool_call_item_name
 from .sse import SSEEvent, SSEParser
 from .stream_base import FeedLoop, sse_events
 
@@ -128,7 +130,7 @@ def _new_id(prefix: str) -> str:
 
 
 class _Item:
-    __slots__ = ("args", "call_id", "id", "kind", "name", "open", "out_index", "text")
+    __slots__ = ("args", "call_id", "id", "kind", "name", "namespace", "open", "out_index", "text")
 
     def __init__(self, kind: str, out_index: int, prefix: str) -> None:
         self.kind = kind
@@ -138,6 +140,7 @@ class _Item:
         self.args = ""
         self.name = ""
         self.call_id = ""
+        self.namespace: str | None = None
         self.open = True
 
     def final(self, status: str = "completed") -> dict[str, Any]:
@@ -153,7 +156,7 @@ class _Item:
         if self.kind == "reasoning":
             content = [{"type": "reasoning_text", "text": self.text}]
             return {"type": "reasoning", "id": self.id, "summary": [], "content": content, "status": status}
-        return {
+        item = {
             "type": "function_call",
             "id": self.id,
             "call_id": self.call_id,
@@ -161,6 +164,9 @@ class _Item:
             "arguments": self.args,
             "status": status,
         }
+        if self.namespace is not None:
+            item["namespace"] = self.namespace
+        return item
 
 
 class ResponsesStreamTranslator(FeedLoop[SSEEvent]):
@@ -169,6 +175,7 @@ class ResponsesStreamTranslator(FeedLoop[SSEEvent]):
     def __init__(self, model: str, *, request: dict[str, Any] | None = None) -> None:
         self.model = model
         self.request = request
+        self._names = namespace_names(request)
         self.id = _new_id("resp_")
         self.created = int(time.time())
         self.finished = False
@@ -295,7 +302,9 @@ class ResponsesStreamTranslator(FeedLoop[SSEEvent]):
                 self._close_current(out)
                 item = _Item("function_call", len(self._items), "fc_")
                 item.call_id = str(tc.get("id") or "")
-                item.name = str(fn.get("name") or "")
+                named = tool_call_item_name(self._names, str(fn.get("name") or ""))
+                item.name = named["name"]
+                item.namespace = named.get("namespace")
                 self._items.append(item)
                 self._tools[index] = self._current = item
                 self._emit(
