@@ -191,9 +191,9 @@ async def _relay_error(ex: Exchange, resp: UpstreamResponse, provider: Provider)
         data = await resp.read(ERROR_BODY_LIMIT)
     except UpstreamError:
         data = b""
-    key = provider.cfg.api_key
-    if key and key.encode() in data:
-        data = data.replace(key.encode(), b"[REDACTED]")
+    for key in provider.secrets:  # api_key, or every rotated api_keys entry
+        if key.encode() in data:
+            data = data.replace(key.encode(), b"[REDACTED]")
     status = resp.status
     try:
         shape = _decode_error(data)

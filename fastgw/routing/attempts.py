@@ -140,7 +140,7 @@ def _retry_after(headers: list[tuple[bytes, bytes]]) -> float:
 class _Run:
     """One request's walk over the deployments."""
 
-    __slots__ = ("body", "client_auth", "deadline", "ex", "gw", "plan", "prepared", "routing", "suffix")
+    __slots__ = ("body", "client_auth", "deadline", "ex", "gw", "plan", "prepared", "routing", "suffix", "waited")
 
     def __init__(self, gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing, plan: RoutePlan,
                  now: float) -> None:
@@ -153,6 +153,8 @@ class _Run:
         self.deadline = now + plan.deadline if plan.deadline else None
         self.prepared: dict[Deployment, Any] = {}
         self.client_auth = header(ex.scope, b"authorization")
+        # Seconds spent on failed attempts and backoff: waiting, not gateway overhead.
+        self.waited = 0.0
 
     async def go(self, order: list[Deployment]) -> None:
         plan = self.plan
@@ -182,6 +184,7 @@ class _Run:
                 if self.deadline is not None and now + delay >= self.deadline:
                     break
                 await asyncio.sleep(delay)
+                self.waited += loop.time() - now
                 now = loop.time()
             else:
                 break
@@ -196,6 +199,7 @@ class _Run:
             failure = await self.attempt(dep, made, now)
             if failure is None:
                 return
+            self.waited += loop.time() - now
             last = failure
             if failure.outcome == KEY:
                 queue.insert(0, dep)
@@ -203,6 +207,9 @@ class _Run:
                 again.append(dep)
             elif failure.outcome == ERROR:
                 break
+        ex = self.ex
+        ex.upstream = None
+        ex.upstream_wait = self.waited
         if last is None:
             stats.unavailable(plan.name)
             raise _unavailable(plan, self.ex.model or plan.name, loop.time(), "every target is down")
@@ -264,6 +271,9 @@ class _Run:
                     key.streak_429 = 0
                 dep.observe_ttfb(resp.wait)
                 stats.ttfb(plan.name, dep.name, resp.wait)
+                if self.waited:
+                    resp.wait += self.waited
+                    ex.upstream_wait = resp.wait
                 stats.attempt(plan.name, dep.name, OK)
                 log.append(f"{dep.name}:{status}")
                 try:
