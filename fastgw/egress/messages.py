@@ -46,6 +46,7 @@ from fastgw.exchange import Exchange, header
 from fastgw.ingress import body as bodies
 from fastgw.routing.providers import Provider
 from fastgw.routing.router import Route
+from fastgw.routing.targets import Deployment
 from fastgw.tokens import Usage
 from fastgw.translate import gemini
 from fastgw.translate.errors import TranslationError
@@ -62,6 +63,7 @@ from fastgw.upstream.call import (
 )
 from fastgw.upstream.call import error_body as openai_error_body
 from fastgw.upstream.client import UpstreamError, UpstreamResponse
+from fastgw.upstream.connection import HeaderItems, with_content_length
 from fastgw.upstream.watch import watch_client
 
 if TYPE_CHECKING:
@@ -119,7 +121,9 @@ async def dispatch(gw: Gateway, ex: Exchange, body: bytes, stream: bool, route: 
 # -- Anthropic: the byte relay -----------------------------------------------------------------
 
 
-def _anthropic_headers(provider: Provider, scope: dict[str, Any], length: int) -> Headers | list[tuple[bytes, bytes]]:
+def _anthropic_headers(provider: Provider, scope: dict[str, Any], length: int,
+                       fixed: HeaderItems | None = None) -> Headers | list[tuple[bytes, bytes]]:
+    """``fixed``: a rotated key's request headers instead of the provider's."""
     version = header(scope, b"anthropic-version") or DEFAULT_VERSION
     beta = header(scope, b"anthropic-beta")
     if provider.forward_client_key:
@@ -134,7 +138,8 @@ def _anthropic_headers(provider: Provider, scope: dict[str, Any], length: int) -
         if beta:
             out.append((b"anthropic-beta", beta))
         return out
-    items = [*provider.json_request_headers, (b"anthropic-version", b"anthropic-version", version)]
+    items = [*(provider.json_request_headers if fixed is None else fixed),
+             (b"anthropic-version", b"anthropic-version", version)]
     if beta:
         items.append((b"anthropic-beta", b"anthropic-beta", beta))
     items.append((b"content-length", b"content-length", str(length).encode()))
@@ -187,6 +192,12 @@ _decode_error = msgspec.json.Decoder(_ErrorShape).decode
 
 async def _relay_error(ex: Exchange, resp: UpstreamResponse, provider: Provider) -> None:
     """An Anthropic 4xx/5xx: kept when it is Anthropic's envelope (key redacted), else wrapped."""
+    status, data, extra = await _anthropic_error_answer(resp, provider)
+    await ex.respond(status, data, extra=extra)
+
+
+async def _anthropic_error_answer(resp: UpstreamResponse,
+                                  provider: Provider) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     try:
         data = await resp.read(ERROR_BODY_LIMIT)
     except UpstreamError:
@@ -202,7 +213,7 @@ async def _relay_error(ex: Exchange, resp: UpstreamResponse, provider: Provider)
         ok = False
     if not ok:
         status, data = from_openai_error(status, openai_error_body(status, data, provider))
-    await ex.respond(status, data, extra=_kept(resp))
+    return status, data, _kept(resp)
 
 
 # -- OpenAI-compatible and Gemini: translated --------------------------------------------------
@@ -218,6 +229,23 @@ def _reasoning_model(provider: Provider, upstream_model: str) -> bool:
 
 async def _translated(ex: Exchange, provider: Provider, route: Route, request: dict[str, Any],
                       stream: bool) -> Usage | None:
+    target, headers, payload = _translated_call(ex, provider, route, request)
+    async with watch_client(ex):
+        resp = await open_upstream(provider, b"POST", target, headers, payload, ex)
+        try:
+            if resp.status >= 400:
+                await _translated_error(ex, resp, provider)
+                return None
+            if not stream:
+                return await _translated_body(ex, provider, route, resp)
+            return await _translated_stream(ex, provider, route, resp)
+        finally:
+            await resp.aclose()
+
+
+def _translated_call(ex: Exchange, provider: Provider, route: Route | Deployment, request: dict[str, Any],
+                     fixed: HeaderItems | None = None) -> tuple[bytes, Any, bytes]:
+    """(target, headers, payload) of the chat (or Gemini) request for a Messages request."""
     wire = provider.wire
     cfg = provider.cfg
     try:
@@ -238,23 +266,20 @@ async def _translated(ex: Exchange, provider: Provider, route: Route, request: d
             extra = {}
     except TranslationError as exc:
         raise GatewayError(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code) from None
-    headers = upstream_headers(provider, len(payload), None)
+    headers: Any = (upstream_headers(provider, len(payload), None) if fixed is None
+                    else with_content_length(fixed, len(payload)))
     if extra:
         headers = [*headers, *((k.encode(), v.encode()) for k, v in extra.items() if k != "content-type")]
-    async with watch_client(ex):
-        resp = await open_upstream(provider, b"POST", target, headers, payload, ex)
-        try:
-            if resp.status >= 400:
-                await _translated_error(ex, resp, provider)
-                return None
-            if not stream:
-                return await _translated_body(ex, provider, route, resp)
-            return await _translated_stream(ex, provider, route, resp)
-        finally:
-            await resp.aclose()
+    return target, headers, payload
 
 
 async def _translated_error(ex: Exchange, resp: UpstreamResponse, provider: Provider) -> None:
+    status, body, extra = await _translated_error_answer(ex, resp, provider)
+    await ex.respond(status, body, extra=extra)
+
+
+async def _translated_error_answer(ex: Exchange, resp: UpstreamResponse,
+                                   provider: Provider) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     try:
         data = await resp.read(ERROR_BODY_LIMIT)
     except UpstreamError:
@@ -265,10 +290,11 @@ async def _translated_error(ex: Exchange, resp: UpstreamResponse, provider: Prov
     else:
         status, envelope = resp.status, openai_error_body(resp.status, data, provider)
     status, body = from_openai_error(status, envelope)
-    await ex.respond(status, body, extra=_kept(resp))
+    return status, body, _kept(resp)
 
 
-async def _translated_body(ex: Exchange, provider: Provider, route: Route, resp: UpstreamResponse) -> Usage:
+async def _translated_body(ex: Exchange, provider: Provider, route: Route | Deployment,
+                           resp: UpstreamResponse) -> Usage:
     try:
         data = await resp.read(BODY_LIMIT)
     except UpstreamError as exc:
@@ -287,7 +313,8 @@ async def _translated_body(ex: Exchange, provider: Provider, route: Route, resp:
     return usage
 
 
-async def _translated_stream(ex: Exchange, provider: Provider, route: Route, resp: UpstreamResponse) -> Usage:
+async def _translated_stream(ex: Exchange, provider: Provider, route: Route | Deployment,
+                             resp: UpstreamResponse) -> Usage:
     first: Any = None
     if provider.wire == "gemini":
         json_array = (resp.header(b"content-type") or b"").startswith(b"application/json")

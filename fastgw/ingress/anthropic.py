@@ -28,6 +28,7 @@ import msgspec
 
 from fastgw.controls import metrics
 from fastgw.egress import messages as egress
+from fastgw.egress.messages_routed import serve_routed
 from fastgw.errors import ErrorFormat, GatewayError
 from fastgw.exchange import Exchange
 from fastgw.ingress import body as bodies
@@ -94,7 +95,10 @@ async def _serve(gw: Gateway, ex: Exchange, token: str | None, endpoint: bytes) 
     if stream:
         metrics.stream_started()
     try:
-        await egress.dispatch(gw, ex, body, stream, route, endpoint)
+        if route.plan is None:
+            await egress.dispatch(gw, ex, body, stream, route, endpoint)
+        else:
+            await serve_routed(gw, ex, body, stream, route.plan, endpoint)
     finally:
         if stream:
             metrics.stream_ended()

@@ -38,10 +38,12 @@ import msgspec
 
 from fastgw.egress import mock, relay, translated
 from fastgw.egress.prepare import prepare
-from fastgw.errors import GatewayError, type_for_status
+from fastgw.errors import GatewayError, envelope, type_for_status
 from fastgw.exchange import Exchange, header
 from fastgw.routing import balance, stats
+from fastgw.routing.keys import ApiKey
 from fastgw.routing.targets import Deployment, RoutePlan
+from fastgw.upstream.client import UpstreamResponse
 from fastgw.upstream.watch import watch_client
 
 if TYPE_CHECKING:
@@ -88,8 +90,45 @@ class _Failure:
         self.gateway_side = gateway_side  # no HTTP answer from the upstream (connect, timeout, pool)
 
 
+class Door:
+    """What a front door does in one attempt; the loop decides between the steps.
+
+    ``prepare`` builds a deployment's request (once per request and deployment);
+    ``open`` sends it and returns at the upstream's status line and headers;
+    ``error_answer`` turns a 4xx/5xx into the client's (status, body, headers)
+    without sending it; ``deliver`` answers the client from an accepted response.
+    ``local`` deployments (the in-process mock) are served by ``serve_local``.
+    """
+
+    __slots__ = ()
+
+    def local(self, dep: Deployment) -> bool:
+        return dep.provider.wire == "mock"
+
+    async def serve_local(self, dep: Deployment) -> None:
+        raise NotImplementedError
+
+    def prepare(self, dep: Deployment) -> Any:
+        raise NotImplementedError
+
+    async def open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
+        raise NotImplementedError
+
+    async def error_answer(self, dep: Deployment, call: Any,
+                           resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        raise NotImplementedError
+
+    async def deliver(self, dep: Deployment, call: Any, resp: UpstreamResponse) -> None:
+        raise NotImplementedError
+
+
 async def serve(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing, plan: RoutePlan) -> None:
-    """Serve one request on ``plan``; see the module docstring."""
+    """Serve one OpenAI-door request on ``plan``; see the module docstring."""
+    await run(ex, plan, body, OpenAIDoor(gw, ex, suffix, body, routing))
+
+
+async def run(ex: Exchange, plan: RoutePlan, body: bytes, door: Door) -> None:
+    """Serve one request on ``plan`` through ``door``'s steps."""
     now = _loop().time()
     session = _session(ex, plan, body) if plan.sticky is not None else None
     order = balance.order(plan, now, session)
@@ -97,7 +136,7 @@ async def serve(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Ro
         stats.unavailable(plan.name)
         raise _unavailable(plan, ex.model or plan.name, now, "every target is down")
     async with watch_client(ex):
-        await _Run(gw, ex, suffix, body, routing, plan, now).go(order)
+        await _Run(ex, plan, now, door).go(order)
 
 
 def _session(ex: Exchange, plan: RoutePlan, body: bytes) -> bytes | None:
@@ -140,19 +179,14 @@ def _retry_after(headers: list[tuple[bytes, bytes]]) -> float:
 class _Run:
     """One request's walk over the deployments."""
 
-    __slots__ = ("body", "client_auth", "deadline", "ex", "gw", "plan", "prepared", "routing", "suffix", "waited")
+    __slots__ = ("deadline", "door", "ex", "plan", "prepared", "waited")
 
-    def __init__(self, gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing, plan: RoutePlan,
-                 now: float) -> None:
-        self.gw = gw
+    def __init__(self, ex: Exchange, plan: RoutePlan, now: float, door: Door) -> None:
         self.ex = ex
-        self.suffix = suffix
-        self.body = body
-        self.routing = routing
         self.plan = plan
+        self.door = door
         self.deadline = now + plan.deadline if plan.deadline else None
         self.prepared: dict[Deployment, Any] = {}
-        self.client_auth = header(ex.scope, b"authorization")
         # Seconds spent on failed attempts and backoff: waiting, not gateway overhead.
         self.waited = 0.0
 
@@ -217,7 +251,13 @@ class _Run:
             stats.unavailable(plan.name)
             raise _unavailable(plan, self.ex.model or plan.name, loop.time(),
                                f"{made} attempt(s) failed; last: {last.error.message}")
-        raise last.error
+        error = last.error
+        if isinstance(error, RelayedError):
+            # The upstream's own answer, already in the door's format: sent as it is.
+            ex.error_type = error.type
+            await ex.respond(error.status, error.raw, extra=error.headers)
+            return
+        raise error
 
     async def attempt(self, dep: Deployment, n: int, now: float) -> _Failure | None:
         """One attempt on ``dep``: None when it served the client, else what went wrong."""
@@ -237,18 +277,17 @@ class _Run:
         dep.inflight += 1
         verdict = 0  # -1 failure, 0 none, 1 success (for the breaker)
         try:
-            if provider.wire == "mock":
+            door = self.door
+            if door.local(dep):
                 verdict = 1
                 stats.attempt(plan.name, dep.name, OK)
                 log.append(f"{dep.name}:200")
-                ex.path_taken = ex.usage_path = "mock"
-                await mock.serve(ex, provider.cfg.mock, self.suffix, dep.upstream_model, self.body,
-                                 self.routing.stream, self.routing.include_usage)
+                await door.serve_local(dep)
                 return None
             try:
                 call = self.prepared.get(dep)
                 if call is None:
-                    call = self.prepared[dep] = self._prepare(dep)
+                    call = self.prepared[dep] = door.prepare(dep)
                 resp = await self._open(dep, call, key)
             except GatewayError as exc:
                 gateway_side = exc.code in ("upstream_unreachable", "upstream_timeout", "pool_exhausted",
@@ -277,7 +316,7 @@ class _Run:
                 stats.attempt(plan.name, dep.name, OK)
                 log.append(f"{dep.name}:{status}")
                 try:
-                    await self._deliver(dep, call, resp)
+                    await door.deliver(dep, call, resp)
                 finally:
                     await resp.aclose()
                 if ex.error_type == "upstream_error":
@@ -321,7 +360,45 @@ class _Run:
         plan = self.plan
         return status in plan.fallback_statuses or (code is not None and code in plan.fallback_codes.get(status, ()))
 
-    def _prepare(self, dep: Deployment) -> Any:
+    async def _open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await self.door.open(dep, call, key)
+        except TimeoutError:
+            raise GatewayError(504, f"The model '{self.ex.model}' did not answer within the route's deadline "
+                               f"({self.plan.deadline:g} s).", type="timeout",
+                               code="deadline_exceeded") from None
+
+    async def _error_answer(self, dep: Deployment, call: Any,
+                            resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await self.door.error_answer(dep, call, resp)
+        except TimeoutError:
+            return resp.status, envelope(f"Upstream provider '{dep.provider.name}' answered {resp.status}.",
+                                         type_for_status(resp.status), None, "upstream_error"), []
+
+
+class OpenAIDoor(Door):
+    """The OpenAI door's steps: byte relay, translated providers, the mock."""
+
+    __slots__ = ("body", "client_auth", "ex", "gw", "routing", "suffix")
+
+    def __init__(self, gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing) -> None:
+        self.gw = gw
+        self.ex = ex
+        self.suffix = suffix
+        self.body = body
+        self.routing = routing
+        self.client_auth = header(ex.scope, b"authorization")
+
+    async def serve_local(self, dep: Deployment) -> None:
+        ex = self.ex
+        ex.path_taken = ex.usage_path = "mock"
+        await mock.serve(ex, dep.provider.cfg.mock, self.suffix, dep.upstream_model, self.body,
+                         self.routing.stream, self.routing.include_usage)
+
+    def prepare(self, dep: Deployment) -> Any:
         provider = dep.provider
         if provider.wire == "openai":
             return prepare(self.gw.controls, self.suffix, self.body, self.routing, provider, dep.upstream_model,
@@ -329,32 +406,20 @@ class _Run:
         return translated.prepare(provider, self.ex.model, dep.upstream_model, self.suffix, self.body,
                                   self.routing)
 
-    async def _open(self, dep: Deployment, call: Any, key: Any) -> Any:
+    async def open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
         provider = dep.provider
-        deadline = self.deadline
-        try:
-            async with asyncio.timeout_at(deadline):
-                if provider.wire == "openai":
-                    return await relay.open_relay(self.ex, provider, provider.target_for(self.suffix), call.body,
-                                                  self.client_auth,
-                                                  key.json_request_headers if key is not None else None)
-                return await translated.open_call(self.ex, provider, call,
-                                                  key.auth_headers if key is not None else None)
-        except TimeoutError:
-            raise GatewayError(504, f"The model '{self.ex.model}' did not answer within the route's deadline "
-                               f"({self.plan.deadline:g} s).", type="timeout",
-                               code="deadline_exceeded") from None
+        if provider.wire == "openai":
+            return await relay.open_relay(self.ex, provider, provider.target_for(self.suffix), call.body,
+                                          self.client_auth, key.json_request_headers if key is not None else None)
+        return await translated.open_call(self.ex, provider, call, key.auth_headers if key is not None else None)
 
-    async def _error_answer(self, dep: Deployment, call: Any, resp: Any) -> tuple[int, bytes, list]:
-        try:
-            async with asyncio.timeout_at(self.deadline):
-                if dep.provider.wire == "openai":
-                    return await relay.error_answer(resp, dep.provider)
-                return await translated.error_answer(self.ex, resp, call)
-        except TimeoutError:
-            return resp.status, b"", []
+    async def error_answer(self, dep: Deployment, call: Any,
+                           resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if dep.provider.wire == "openai":
+            return await relay.error_answer(resp, dep.provider)
+        return await translated.error_answer(self.ex, resp, call)
 
-    async def _deliver(self, dep: Deployment, call: Any, resp: Any) -> None:
+    async def deliver(self, dep: Deployment, call: Any, resp: UpstreamResponse) -> None:
         ex = self.ex
         provider = dep.provider
         if provider.wire == "openai":

@@ -27,12 +27,14 @@ def json_string(value: str) -> bytes:
 
 
 class Deployment:
-    __slots__ = ("breaker", "inflight", "name", "name_bytes", "not_before", "priority", "provider", "rewrite",
+    __slots__ = ("breaker", "inflight", "model", "name", "name_bytes", "not_before", "priority", "provider",
+                 "rewrite",
                  "route", "ttfb", "upstream_model", "upstream_model_json", "weight")
 
     def __init__(self, route: str, provider: Provider, upstream_model: str, weight: float, priority: int,
                  breaker: BreakerConfig, client_model: str) -> None:
         self.route = route
+        self.model = client_model  # the name clients send (translated answers carry it)
         self.provider = provider
         self.upstream_model = upstream_model
         self.upstream_model_json = json_string(upstream_model)
