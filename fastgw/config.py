@@ -295,6 +295,17 @@ def parse_config(text: str, env: dict[str, str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: expected a mapping at the top level")
     data = _interpolate(data, "", dict(os.environ) if env is None else env)
+    routes = data.get("routes")
+    if isinstance(routes, dict):
+        # One by one first, so that a bad value is named with its route's name.
+        for name, value in routes.items():
+            try:
+                msgspec.convert(value, RouteConfig, strict=False)
+            except msgspec.ValidationError as exc:
+                message = _validation_message(exc)
+                where = f"routes.{name}"
+                raise ConfigError(f"{where}: {message[8:].replace('`', '')}" if message.startswith("config: ")
+                                  else f"{where}.{message}") from None
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:

@@ -239,3 +239,5 @@ def test_plain_models_say_who_served_them(gw, a):
     assert resp.status == 200 and resp.body == UPSTREAM_JSON
     assert resp.headers["x-fastgw-attempts"] == "1" and resp.headers["x-fastgw-model"] == "m"
     assert request(gw.url, "GET", "/ready").status == 200
+    ids = {m["id"] for m in request(gw.url, "GET", "/v1/models", headers=ADMIN).json()["data"]}
+    assert {"one", "two", "cross", "pair"} <= ids  # routes and aliases are model names clients may send
