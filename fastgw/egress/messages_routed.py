@@ -33,7 +33,7 @@ from fastgw.routing import attempts
 from fastgw.routing.keys import ApiKey
 from fastgw.routing.targets import Deployment, RoutePlan
 from fastgw.upstream.call import open_upstream
-from fastgw.upstream.client import UpstreamResponse
+from fastgw.upstream.client import Timeouts, UpstreamResponse
 
 if TYPE_CHECKING:
     from fastgw.app import Gateway
@@ -105,16 +105,17 @@ class MessagesDoor(attempts.Door):
             out.usage_path, out.tap = "body", BodyTap()
         return out
 
-    async def open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
+    async def open(self, dep: Deployment, call: Any, key: ApiKey | None,
+                   timeouts: Timeouts | None) -> UpstreamResponse:
         ex = self.ex
         provider = dep.provider
         fixed = key.json_request_headers if key is not None else None
         if call is not None:
             target = provider.target(self.endpoint, ex.scope.get("query_string") or b"")
             headers: Any = _anthropic_headers(provider, ex.scope, len(call.body), fixed)
-            return await open_upstream(provider, b"POST", target, headers, call.body, ex)
+            return await open_upstream(provider, b"POST", target, headers, call.body, ex, timeouts)
         target, headers, payload = _translated_call(ex, provider, dep, self._object(), fixed)
-        return await open_upstream(provider, b"POST", target, headers, payload, ex)
+        return await open_upstream(provider, b"POST", target, headers, payload, ex, timeouts)
 
     async def error_answer(self, dep: Deployment, call: Any,
                            resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -34,7 +34,7 @@ from fastgw.upstream.call import (
     relayed_headers,
     upstream_headers,
 )
-from fastgw.upstream.client import UpstreamError, UpstreamResponse
+from fastgw.upstream.client import Timeouts, UpstreamError, UpstreamResponse
 from fastgw.upstream.connection import HeaderItems, with_content_length
 from fastgw.upstream.watch import watch_client
 
@@ -66,7 +66,8 @@ async def error_answer(resp: UpstreamResponse,
 
 
 async def open_relay(ex: Exchange, provider: Provider, target: bytes, body: bytes,
-                     client_auth: bytes | None = None, request_headers: HeaderItems | None = None) -> UpstreamResponse:
+                     client_auth: bytes | None = None, request_headers: HeaderItems | None = None,
+                     timeouts: Timeouts | None = None) -> UpstreamResponse:
     """POST ``body``; return once the upstream's status and headers are in (nothing sent to the client).
 
     ``request_headers``: the fixed headers to send instead of the provider's (a rotated key's).
@@ -75,7 +76,7 @@ async def open_relay(ex: Exchange, provider: Provider, target: bytes, body: byte
         headers = with_content_length(request_headers, len(body))
     else:
         headers = upstream_headers(provider, len(body), client_auth)
-    return await open_upstream(provider, b"POST", target, headers, body, ex)
+    return await open_upstream(provider, b"POST", target, headers, body, ex, timeouts)
 
 
 async def relay(

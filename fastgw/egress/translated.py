@@ -57,7 +57,7 @@ from fastgw.upstream.call import (
     relayed_headers,
     upstream_failure,
 )
-from fastgw.upstream.client import UpstreamError, UpstreamResponse
+from fastgw.upstream.client import Timeouts, UpstreamError, UpstreamResponse
 from fastgw.upstream.watch import watch_client
 
 __all__ = ["handle"]
@@ -165,11 +165,11 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
                        code="unsupported_endpoint")
 
 
-async def open_call(ex: Exchange, provider: Provider, call: Call,
-                    auth: list[tuple[bytes, bytes]] | None = None) -> UpstreamResponse:
+async def open_call(ex: Exchange, provider: Provider, call: Call, auth: list[tuple[bytes, bytes]] | None = None,
+                    timeouts: Timeouts | None = None) -> UpstreamResponse:
     """Send the translated request; the answer's status and headers are back, nothing went to the client."""
     record_dropped(ex, call.dropped)
-    return await _post(ex, provider, call.path, call.headers, call.payload, auth)
+    return await _post(ex, provider, call.path, call.headers, call.payload, auth, timeouts)
 
 
 async def error_answer(ex: Exchange, resp: UpstreamResponse,
@@ -277,7 +277,8 @@ async def _embeddings_body(ex: Exchange, provider: Provider, call: Call, resp: U
 
 
 async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, str],
-                payload: bytes, auth: list[tuple[bytes, bytes]] | None = None) -> UpstreamResponse:
+                payload: bytes, auth: list[tuple[bytes, bytes]] | None = None,
+                timeouts: Timeouts | None = None) -> UpstreamResponse:
     """POST ``payload`` to the provider (``path`` may carry a query, e.g. ``?alt=sse``)."""
     suffix, _, query = path.partition("?")
     out = [
@@ -292,7 +293,7 @@ async def _post(ex: Exchange, provider: Provider, path: str, headers: dict[str, 
     if provider.extra_headers:
         out += provider.extra_headers
     return await open_upstream(provider, b"POST", provider.target(suffix.encode(), query.encode()), out, payload,
-                               ex)
+                               ex, timeouts)
 
 
 async def _read(ex: Exchange, provider: Provider, resp: UpstreamResponse) -> bytes:

@@ -38,12 +38,12 @@ import msgspec
 
 from fastgw.egress import mock, relay, translated
 from fastgw.egress.prepare import prepare
-from fastgw.errors import GatewayError, envelope, type_for_status
+from fastgw.errors import GatewayError, type_for_status
 from fastgw.exchange import Exchange, header
 from fastgw.routing import balance, stats
 from fastgw.routing.keys import ApiKey
 from fastgw.routing.targets import Deployment, RoutePlan
-from fastgw.upstream.client import UpstreamResponse
+from fastgw.upstream.client import Timeouts, UpstreamResponse
 from fastgw.upstream.watch import watch_client
 
 if TYPE_CHECKING:
@@ -111,7 +111,8 @@ class Door:
     def prepare(self, dep: Deployment) -> Any:
         raise NotImplementedError
 
-    async def open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
+    async def open(self, dep: Deployment, call: Any, key: ApiKey | None,
+                   timeouts: Timeouts | None) -> UpstreamResponse:
         raise NotImplementedError
 
     async def error_answer(self, dep: Deployment, call: Any,
@@ -361,22 +362,38 @@ class _Run:
         return status in plan.fallback_statuses or (code is not None and code in plan.fallback_codes.get(status, ()))
 
     async def _open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
+        """Open one attempt; its connect and first-byte waits end at the route's deadline.
+
+        The deadline rides on the connection's own timeouts (no extra timer per attempt):
+        a timeout that ends at the deadline becomes the route's 504 ``deadline_exceeded``.
+        """
+        deadline = self.deadline
+        timeouts = None
+        if deadline is not None:
+            left = deadline - _loop().time()
+            if left <= 0:
+                raise self._deadline_error()
+            t = dep.provider.timeouts
+            connect = t.connect or math.inf
+            first_byte = t.first_byte or math.inf
+            if connect + first_byte > left:
+                timeouts = Timeouts(min(connect, left), min(first_byte, left), t.idle, t.total)
         try:
-            async with asyncio.timeout_at(self.deadline):
-                return await self.door.open(dep, call, key)
-        except TimeoutError:
-            raise GatewayError(504, f"The model '{self.ex.model}' did not answer within the route's deadline "
-                               f"({self.plan.deadline:g} s).", type="timeout",
-                               code="deadline_exceeded") from None
+            return await self.door.open(dep, call, key, timeouts)
+        except GatewayError as exc:
+            if (deadline is not None and exc.code == "upstream_timeout"
+                    and _loop().time() >= deadline - 0.001):
+                raise self._deadline_error() from None
+            raise
+
+    def _deadline_error(self) -> GatewayError:
+        return GatewayError(504, f"The model '{self.ex.model}' did not answer within the route's deadline "
+                            f"({self.plan.deadline:g} s).", type="timeout", code="deadline_exceeded")
 
     async def _error_answer(self, dep: Deployment, call: Any,
                             resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        try:
-            async with asyncio.timeout_at(self.deadline):
-                return await self.door.error_answer(dep, call, resp)
-        except TimeoutError:
-            return resp.status, envelope(f"Upstream provider '{dep.provider.name}' answered {resp.status}.",
-                                         type_for_status(resp.status), None, "upstream_error"), []
+        # Bounded by the provider's idle timeout, like any body read.
+        return await self.door.error_answer(dep, call, resp)
 
 
 class OpenAIDoor(Door):
@@ -406,12 +423,15 @@ class OpenAIDoor(Door):
         return translated.prepare(provider, self.ex.model, dep.upstream_model, self.suffix, self.body,
                                   self.routing)
 
-    async def open(self, dep: Deployment, call: Any, key: ApiKey | None) -> UpstreamResponse:
+    async def open(self, dep: Deployment, call: Any, key: ApiKey | None,
+                   timeouts: Timeouts | None) -> UpstreamResponse:
         provider = dep.provider
         if provider.wire == "openai":
             return await relay.open_relay(self.ex, provider, provider.target_for(self.suffix), call.body,
-                                          self.client_auth, key.json_request_headers if key is not None else None)
-        return await translated.open_call(self.ex, provider, call, key.auth_headers if key is not None else None)
+                                          self.client_auth, key.json_request_headers if key is not None else None,
+                                          timeouts)
+        return await translated.open_call(self.ex, provider, call, key.auth_headers if key is not None else None,
+                                          timeouts)
 
     async def error_answer(self, dep: Deployment, call: Any,
                            resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

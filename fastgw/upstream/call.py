@@ -37,6 +37,7 @@ from fastgw.exchange import Exchange
 from fastgw.routing.providers import Provider
 from fastgw.upstream.client import (
     RequestRefused,
+    Timeouts,
     UpstreamBroken,
     UpstreamError,
     UpstreamResponse,
@@ -138,15 +139,17 @@ async def open_upstream(
     headers: list[tuple[bytes, bytes]] | Headers,
     body: bytes | AsyncIterable[bytes],
     ex: Exchange | None = None,
+    timeouts: Timeouts | None = None,
 ) -> UpstreamResponse:
     """Send a request; failures before the response become a :class:`GatewayError`.
 
+    ``timeouts`` replaces the provider's (an attempt loop bounding one attempt by its deadline).
     With ``ex``, the exchange learns the response (its upstream wait is left out
     of the gateway's overhead).
     """
     assert provider.pool is not None
     try:
-        resp = await send(provider.pool, method, target, headers, body, provider.timeouts)
+        resp = await send(provider.pool, method, target, headers, body, timeouts or provider.timeouts)
     except (UpstreamError, PoolTimeout) as exc:
         if not isinstance(exc, RequestRefused):
             metrics.observe_upstream_error(provider.name, "pool_timeout" if isinstance(exc, PoolTimeout)

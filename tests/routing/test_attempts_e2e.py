@@ -145,6 +145,16 @@ def test_429_retry_after_past_the_deadline_is_answered_at_once(gw, a, client):
     assert len(a.requests) == 1
 
 
+def test_the_deadline_cuts_an_attempt_waiting_for_headers(gw, a, b):
+    a.handler = lambda r: Reply(chunks=[UPSTREAM_JSON], content_length=True, delay_before_headers=3)
+    t0 = time.monotonic()
+    resp = post(gw.url, "/v1/chat/completions", {"model": "short-two", "messages": HI}, headers=ADMIN)
+    assert time.monotonic() - t0 < 2.5
+    assert resp.status == 504 and resp.error()["code"] == "deadline_exceeded"
+    assert "'short-two'" in resp.error()["message"]
+    assert len(b.requests) == 0  # no time was left for the next target
+
+
 def test_429_retry_after_past_the_deadline_moves_to_the_next_target(gw, a, b, client):
     a.handler = flaky([429], headers=[("retry-after", "1")])
     raw = client.chat.completions.with_raw_response.create(model="short-two", messages=HI)
