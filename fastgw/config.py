@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from fastgw.config_shared import BudgetsConfig, CacheConfig, LimitsConfig, RedisConfig, check_shared
 from fastgw.routing.policy import RouteConfig
 
 ProviderType = Literal[
@@ -158,6 +159,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     pricing: dict[str, PriceOverride] = {}
+    # Shared state across workers and instances (fastgw.config_shared).
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
 
 
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -278,6 +284,9 @@ def _check(config: Config) -> None:
         problem = route.problem()
         if problem:
             raise ConfigError(f"routes.{name}.{problem}")
+    problem = check_shared(config.redis, config.limits, config.budgets, config.cache)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def parse_config(text: str, env: dict[str, str] | None = None) -> Config:

@@ -20,6 +20,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
+# OpenAI's rate-limit headers: when fastgw's own limits apply, its values replace the upstream's.
+RATE_LIMIT_HEADERS = frozenset(f"x-ratelimit-{what}-{unit}".encode() for what in ("limit", "remaining", "reset")
+                               for unit in ("requests", "tokens"))
+
 _PREFIX = "fgw-" + os.urandom(5).hex()
 _counter = itertools.count(1)
 
@@ -70,6 +74,7 @@ class Exchange:
         "t_first",
         "t_start",
         "tap",
+        "ticket",
         "upstream",
         "upstream_model",
         "upstream_wait",
@@ -107,6 +112,7 @@ class Exchange:
         self.dropped: list[str] | None = None
         self.attempts = 0  # upstream attempts made by the attempt loop (0: one plain attempt)
         self.attempt_log: list[str] | None = None  # "provider/model:outcome" per attempt (attempt loop)
+        self.ticket: Any = None  # the admission ticket (limits, budget reservation), when one applies
 
     def gateway_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers fastgw adds to every answer it relays."""
@@ -127,6 +133,9 @@ class Exchange:
         return headers
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        ticket = self.ticket
+        if ticket is not None and ticket.headers:
+            headers = [h for h in headers if h[0] not in RATE_LIMIT_HEADERS] + ticket.headers
         self.status = status
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})

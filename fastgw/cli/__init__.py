@@ -47,6 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or server.host
     port = server.port if args.port is None else args.port
     workers = args.workers or server.workers
+    # Workers size their share of in-process limits by this (fastgw.admission.limits).
+    os.environ["FASTGW_WORKERS"] = str(workers)
     if args.config:
         os.environ["FASTGW_CONFIG"] = str(Path(args.config).resolve())
     else:

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--expires-in", help="e.g. 30d, 12h, 90m, or seconds")
     c.add_argument("--rpm", type=int, help="requests per minute limit")
     c.add_argument("--tpm", type=int, help="tokens per minute limit")
+    c.add_argument("--concurrency", type=int, help="limit of requests in flight at once")
     c.add_argument("--metadata", action="append", default=[], metavar="K=V", help="repeatable")
     c.add_argument("--json", action="store_true", help="print the record as JSON")
     c.add_argument("--store", help=store_help)
@@ -81,6 +82,7 @@ async def _run(args: argparse.Namespace) -> int:
                 metadata=meta,
                 rpm_limit=args.rpm,
                 tpm_limit=args.tpm,
+                concurrency_limit=args.concurrency,
             )
             if args.json:
                 out = key_json(rec)

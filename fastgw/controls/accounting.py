@@ -15,14 +15,14 @@ from fastgw.controls.estimate import estimate_stream_usage
 from fastgw.controls.keys import KeyManager
 from fastgw.controls.pricing import Pricing
 from fastgw.controls.reqlog import RequestLogger, RequestRecord, derive_conversation_id
-from fastgw.controls.usage import USAGE_NONE, BodyTap
+from fastgw.controls.usage import USAGE_NONE, BodyTap, Usage
 from fastgw.errors import type_for_status
 from fastgw.exchange import Exchange, header
 
 
 def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: RequestLogger | None,
-            capture_bodies: bool) -> None:
-    """Record one finished exchange. Never waits on I/O."""
+            capture_bodies: bool) -> Usage | None:
+    """Record one finished exchange and return its usage. Never waits on I/O."""
     now = time.perf_counter()
     total = now - ex.t_start
     upstream = ex.upstream
@@ -56,11 +56,14 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
         cost = pricing.cost(model, ex.provider_type or None, prompt, completion, cached)
         metrics.observe_usage(provider, model, prompt, completion, cached, reasoning, cost)
     key = ex.key
-    if key is not None and cost and keys is not None:
-        keys.record_spend(key.id, cost)
-    logger = logger
+    if key is not None and keys is not None:
+        # A budgeted key reserved an estimate before the request: spend the difference.
+        ticket = ex.ticket
+        spend = (cost or 0.0) - (ticket.reserved_usd if ticket is not None else 0.0)
+        if spend:
+            keys.record_spend(key.id, spend)
     if logger is None:
-        return
+        return usage
     record = RequestRecord(
         request_id=ex.request_id,
         ts=time.time() - total,
@@ -93,3 +96,4 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
         elif tap is not None and hasattr(tap, "captured"):
             record.response_body = tap.captured()
     logger.log(record)
+    return usage

@@ -54,6 +54,7 @@ class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
     metadata: dict[str, Any] = {}
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    concurrency_limit: int | None = None
 
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -200,6 +201,7 @@ async def _keys(method: str, rest: list[str], body: bytes, ctx: AdminContext) ->
                 metadata=req.metadata,
                 rpm_limit=req.rpm_limit,
                 tpm_limit=req.tpm_limit,
+                concurrency_limit=req.concurrency_limit,
             )
         except ValueError as e:
             raise bad_request(str(e)) from None

@@ -71,6 +71,7 @@ class KeyRecord(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] = {}
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    concurrency_limit: int | None = None
     revoked: bool = False
     created_at: float = 0.0
 
@@ -103,7 +104,7 @@ def model_allowed(patterns: list[str], model: str) -> bool:
 
 _COLS = (
     "id, name, prefix, models, budget_usd, budget_period, expires_at, metadata, "
-    "rpm_limit, tpm_limit, revoked, created_at"
+    "rpm_limit, tpm_limit, revoked, created_at, concurrency_limit"
 )
 _json_enc = msgspec.json.Encoder()
 
@@ -122,6 +123,7 @@ def _row_to_record(row: tuple[Any, ...], spend: float, pstart: float) -> KeyReco
         tpm_limit=row[9],
         revoked=bool(row[10]),
         created_at=row[11],
+        concurrency_limit=row[12],
         spend_usd=spend,
         period_start=pstart,
     )
@@ -133,6 +135,18 @@ def _invalid() -> GatewayError:
         "Incorrect API key provided.",
         type="invalid_request_error",
         code="invalid_api_key",
+    )
+
+
+def over_budget() -> GatewayError:
+    return GatewayError(
+        429,
+        "This API key has exceeded its budget for the current period.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+        # Retrying cannot help until the budget is raised or the period ends; the
+        # OpenAI SDKs honour this and do not retry the 429.
+        headers=[(b"x-should-retry", b"false")],
     )
 
 
@@ -178,6 +192,7 @@ class KeyManager:
         metadata: dict[str, Any] | None = None,
         rpm_limit: int | None = None,
         tpm_limit: int | None = None,
+        concurrency_limit: int | None = None,
     ) -> tuple[str, KeyRecord]:
         """Create a key. Returns ``(plaintext, record)``: the plaintext is never seen again."""
         if not name:
@@ -186,6 +201,10 @@ class KeyManager:
             raise ValueError(f"budget_period must be one of {', '.join(PERIODS)}")
         if budget_usd is not None and budget_usd < 0:
             raise ValueError("budget_usd must be >= 0")
+        for field, value in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit),
+                             ("concurrency_limit", concurrency_limit)):
+            if value is not None and value < 1:
+                raise ValueError(f"{field} must be >= 1")
         token = KEY_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         rec = KeyRecord(
@@ -200,10 +219,11 @@ class KeyManager:
             metadata=dict(metadata or {}),
             rpm_limit=rpm_limit,
             tpm_limit=tpm_limit,
+            concurrency_limit=concurrency_limit,
             created_at=now,
         )
         await self.store.execute(
-            f"INSERT INTO keys (hash, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO keys (hash, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 hash_key(token),
                 rec.id,
@@ -218,6 +238,7 @@ class KeyManager:
                 rec.tpm_limit,
                 0,
                 rec.created_at,
+                rec.concurrency_limit,
             ),
         )
         return token, rec
@@ -309,16 +330,27 @@ class KeyManager:
                 code="model_not_allowed",
             )
         if rec.budget_usd is not None and self.current_spend(rec, now) >= rec.budget_usd:
-            raise GatewayError(
-                429,
-                "This API key has exceeded its budget for the current period.",
-                type="insufficient_quota",
-                code="insufficient_quota",
-                # Retrying cannot help until the budget is raised or the period ends; the
-                # OpenAI SDKs honour this and do not retry the 429.
-                headers=[(b"x-should-retry", b"false")],
-            )
+            raise over_budget()
         return rec
+
+    async def reserve(self, rec: KeyRecord, usd: float) -> bool:
+        """Add ``usd`` to the key's stored spend only if that keeps it within the budget.
+
+        One conditional upsert: the database checks and adds in one statement, so gateways
+        racing on the same key can never spend past its budget between them.
+        """
+        assert rec.budget_usd is not None
+        if usd > rec.budget_usd:
+            return False
+        ps = period_start(rec.budget_period, time.time())
+        self._periods[rec.id] = rec.budget_period
+        changed = await self.store.execute(
+            "INSERT INTO spend (key_id, period_start, usd) VALUES (?, ?, ?) "
+            "ON CONFLICT (key_id, period_start) DO UPDATE SET usd = spend.usd + excluded.usd "
+            "WHERE spend.usd + excluded.usd <= ?",
+            (rec.id, ps, usd, rec.budget_usd),
+        )
+        return changed > 0
 
     def lookup_cached(self, token: str) -> KeyRecord | None:
         """The cached, unexpired record for ``token``, or None (no I/O, no checks)."""

@@ -5,7 +5,11 @@ One :class:`Controls` per worker. The request path touches it twice:
 
 * :meth:`Controls.check_key` before routing a request made with a virtual key
   (``sk-fgw-...``): a cache lookup; the store is read only on a miss;
-* :meth:`Controls.finish` once the answer went out (:func:`fastgw.controls.accounting.account`).
+* :meth:`Controls.admit` once the route is known: rate and concurrency limits
+  (:mod:`fastgw.admission.limits`) and a budgeted key's reservation
+  (:mod:`fastgw.controls.budgets`); nothing to do (no await on I/O) when none apply;
+* :meth:`Controls.finish` once the answer went out (:func:`fastgw.controls.accounting.account`),
+  which also settles the admission (frees concurrency slots, corrects token counts).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Any
 
 import msgspec
 
+from fastgw.admission.limits import Limiter, MemoryBackend, Ticket
 from fastgw.config import Config
 from fastgw.controls import metrics
 from fastgw.controls.accounting import account
+from fastgw.controls.budgets import Budgets
 from fastgw.controls.keys import KEY_PREFIX, KeyManager, KeyRecord
 from fastgw.controls.pricing import Pricing
 from fastgw.controls.reqlog import RequestLogger
@@ -42,12 +48,35 @@ class Controls:
         self.keys: KeyManager | None = None
         self.logger: RequestLogger | None = None
         self._writer: metrics.SnapshotWriter | None = None
+        self.workers = int(env.get("FASTGW_WORKERS") or config.server.workers)
+        self.redis: Any = None  # fastgw.shared.redis.SharedRedis when redis.url is set
+        lim = config.limits
+        self.limits_backend = "redis" if lim.backend == "redis" or (
+            lim.backend == "auto" and config.redis.url) else "memory"
+        divisor = self.workers if self.limits_backend == "memory" and not lim.per_worker else 1
+        self.limits = Limiter(lim, MemoryBackend(lim.concurrency_lease), divisor=max(1, divisor),
+                              fail_open=config.redis.fail_mode == "open")
+        self.budgets: Budgets | None = None
 
     async def start(self, pools: list[tuple[str, Any]]) -> None:
         cfg = self.config.logging
         self.store = await open_store(self.store_url)
         self.keys = KeyManager(self.store, cache_ttl=self.config.keys_cache_ttl)
         self.keys.start()
+        self.budgets = Budgets(self.config.budgets, self.pricing, self.keys)
+        if self.config.redis.url:
+            from fastgw.shared.redis import SharedRedis
+
+            self.redis = SharedRedis(self.config.redis)
+            if not await self.redis.ping():
+                log.warning("redis is not reachable at start-up; fail mode %s until it is",
+                            self.config.redis.fail_mode)
+        if self.limits_backend == "redis":
+            from fastgw.admission.redis_limits import RedisBackend
+
+            self.limits.backend = RedisBackend(self.redis, self.config.limits.concurrency_lease)
+        await self.limits.backend.start()
+        log.info("%s", self.limits.describe(self.workers, self.limits_backend))
         if cfg.enabled:
             self.logger = RequestLogger(
                 self.store,
@@ -71,6 +100,9 @@ class Controls:
             self._writer.start()
 
     async def stop(self) -> None:
+        await self.limits.backend.stop()
+        if self.redis is not None:
+            await self.redis.close()
         if self.logger is not None:
             await self.logger.stop()
         if self.keys is not None:
@@ -110,14 +142,44 @@ class Controls:
                 raise
             return record
 
+    # -- admission ------------------------------------------------------------
+
+    async def admit(self, ex: Exchange, body: bytes) -> None:
+        """Limits, then a budgeted key's reservation; sets ``ex.ticket``. Raises 429/403/503."""
+        key = ex.key
+        ticket = await self.limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id)
+        if key is not None and key.budget_usd is not None and self.budgets is not None:
+            try:
+                reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body)
+            except BaseException:
+                if ticket is not None:
+                    self.limits.settle(ticket, 0)
+                raise
+            if ticket is None:
+                ticket = Ticket([], ex.request_id, 0, 0)
+            ticket.reserved_usd = reserved
+        ex.ticket = ticket
+
     # -- after each request -------------------------------------------------
 
     def finish(self, ex: Exchange) -> None:
         """Account for a finished exchange. Never raises; never waits on I/O."""
+        usage = None
         try:
-            account(ex, self.pricing, self.keys, self.logger, self.capture_bodies)
+            usage = account(ex, self.pricing, self.keys, self.logger, self.capture_bodies)
         except Exception:
             log.exception("request %s: accounting failed", ex.request_id)
+        ticket = ex.ticket
+        if ticket is not None and ticket.rules:
+            if usage is not None:
+                tokens: int | None = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+            else:
+                # A refused or failed request used nothing; a client that left may have.
+                tokens = 0 if ex.status >= 400 and ex.status != 499 else None
+            try:
+                self.limits.settle(ticket, tokens)
+            except Exception:
+                log.exception("request %s: settling limits failed", ex.request_id)
 
 def metrics_dir_for_serve() -> str:
     """A fresh directory the workers share for metric snapshots (set before they start)."""

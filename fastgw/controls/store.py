@@ -57,7 +57,8 @@ _SCHEMA_COMMON = [
         tpm_limit {INT},
         revoked {INT} NOT NULL DEFAULT 0,
         created_at {REAL} NOT NULL,
-        revoked_at {REAL}
+        revoked_at {REAL},
+        concurrency_limit {INT}
     )""",
     "CREATE INDEX IF NOT EXISTS keys_prefix ON keys (prefix)",
     # Spend is additive per (key, budget period start) so that several instances can
@@ -111,6 +112,7 @@ _TYPES = {
 _ADDED_COLUMNS = [
     ("request_log", "usage_estimated", "{INT} NOT NULL DEFAULT 0"),
     ("request_log", "attempts", "TEXT"),
+    ("keys", "concurrency_limit", "{INT}"),
 ]
 
 

@@ -105,6 +105,7 @@ async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | No
             # Refused (model, budget, expiry): still attribute the record to the key.
             ex.key = controls.keys.lookup_cached(token) if controls.keys is not None else None
             raise
+    await controls.admit(ex, body)
     if controls.capture_bodies:
         ex.body = body
     if stream:

@@ -163,6 +163,8 @@ def test_keys_cli(
                 "10",
                 "--tpm",
                 "1000",
+                "--concurrency",
+                "3",
                 "--metadata",
                 "team=a",
                 "--metadata",
@@ -180,6 +182,7 @@ def test_keys_cli(
     [rec] = json.loads(capsys.readouterr().out)
     assert rec["models"] == ["gpt-4o*", "claude-*"] and rec["metadata"] == {"team": "a", "env": "prod"}
     assert rec["rpm_limit"] == 10 and rec["budget_period"] == "monthly"
+    assert rec["tpm_limit"] == 1000 and rec["concurrency_limit"] == 3
     assert keys_main(["revoke", rec["id"]]) == 0
     assert keys_main(["revoke", "key_nope"]) == 1
     assert keys_main(["create", "--name", "x", "--metadata", "novalue"]) == 2

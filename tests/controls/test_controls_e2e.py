@@ -234,25 +234,29 @@ def test_admin_api_needs_the_master_key(gw, up):
 
 
 def test_budget_exhaustion_gives_insufficient_quota(gw, up):
-    key = create_key(gw, name="tiny", budget_usd=0.0001)
+    # A request reserves its worst case before it goes upstream: 13 prompt tokens (52 body
+    # bytes / 4) + max_tokens 5 at 1000 USD per million = 0.018; it really costs 0.005.
+    key = create_key(gw, name="tiny", budget_usd=0.02)
     c = client(gw, key["key"])
     statuses = []
     error = None
     for _ in range(5):
         try:
-            c.chat.completions.create(model="gpt-4o-mini", messages=[])
+            c.chat.completions.create(model="gpt-4o-mini", messages=[], max_tokens=5)
             statuses.append(200)
         except openai.RateLimitError as exc:
             statuses.append(429)
             error = exc
             break
-    # Each request costs 0.005 USD: the first one already exceeds 0.0001.
+    # The second one's reservation (0.005 spent + 0.018) would pass the budget.
     assert statuses == [200, 429], statuses
     assert error is not None and error.code == "insufficient_quota"
     assert error.body["type"] == "insufficient_quota"
     # The spend is visible on the key (after the background flush at the latest).
-    rec = poll(lambda: (r := admin(gw, "GET", f"/admin/keys/{key['id']}").json())["spend_usd"] > 0 and r)
-    assert rec["spend_usd"] == pytest.approx(cost(3, 2))
+    # (the reservation corrected to the real cost).
+    rec = poll(lambda: (r := admin(gw, "GET", f"/admin/keys/{key['id']}").json())["spend_usd"]
+               == pytest.approx(cost(3, 2)) and r)
+    assert rec and rec["spend_usd"] == pytest.approx(cost(3, 2))
     # The SDK's default retries do not hammer an exhausted key.
     t0 = time.monotonic()
     with pytest.raises(openai.RateLimitError) as exc:

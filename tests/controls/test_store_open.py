@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import sqlite3
 from pathlib import Path
 
 from fastgw.controls.store import open_store
@@ -41,3 +42,30 @@ def test_concurrent_first_open_creates_the_schema_once(tmp_path: Path) -> None:
             return int(row[0])
 
         assert asyncio.run(count()) == 8
+
+
+def test_a_store_from_before_the_concurrency_limit_gains_the_column(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    # The keys table as it shipped before concurrency_limit existed.
+    conn.execute("""CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+        prefix TEXT NOT NULL, models TEXT NOT NULL, budget_usd REAL, budget_period TEXT, expires_at REAL,
+        metadata TEXT NOT NULL, rpm_limit INTEGER, tpm_limit INTEGER, revoked INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL, revoked_at REAL)""")
+    conn.commit()
+    conn.close()
+
+    async def main() -> None:
+        from fastgw.controls.keys import KeyManager
+        from fastgw.controls.store import open_store
+
+        store = await open_store(f"sqlite:///{path}")
+        try:
+            km = KeyManager(store)
+            token, _ = await km.create("old", concurrency_limit=2)
+            loaded = await km.authenticate(token, "m")
+            assert loaded.concurrency_limit == 2
+        finally:
+            await store.close()
+
+    asyncio.run(main())
