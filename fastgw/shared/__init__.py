@@ -1,0 +1,1 @@
+"""State shared across workers and instances: the Redis connection."""
