@@ -25,8 +25,8 @@ class Rates(msgspec.Struct, forbid_unknown_fields=True):
 class RedisConfig(msgspec.Struct, forbid_unknown_fields=True):
     # redis://[:password@]host:port/db (rediss:// for TLS). Unset: no Redis.
     url: str | None = None
-    # Seconds one Redis operation may take before it counts as a failure.
-    timeout: float = 0.25
+    # Seconds one Redis operation may take (event-loop wait included) before it counts as a failure.
+    timeout: float = 0.5
     # After a failure, Redis is not tried again for this many seconds (then retried by itself).
     retry_interval: float = 1.0
     # Redis unreachable or slow: "open" admits requests unlimited, "closed" answers 503.

@@ -13,7 +13,9 @@ from limits_support import MASTER, burst, chat, create_key, provider_with_usage,
 from rawhttp import request
 
 
-def config(url: str, redis_url: str, store_url: str, extra: str = "") -> str:
+def config(url: str, redis_url: str, store_url: str, extra: str = "", timeout: float = 3.0) -> str:
+    # A generous redis.timeout: on a loaded test machine a short one would fail open (by
+    # design) and let requests through unlimited; the fail-mode test sets a short one.
     return f"""
 providers:
   - name: local
@@ -28,7 +30,7 @@ pricing:
   gpt-4o-mini: {{input: 1000, output: 1000}}
 redis:
   url: {redis_url}
-  timeout: 0.2
+  timeout: {timeout}
   retry_interval: 0.3
 {extra}"""
 
@@ -97,7 +99,7 @@ def _redis_errors(url: str) -> float:
 def test_redis_killed_mid_test_fails_as_configured_then_recovers(upstream, redis_server, tmp_path, fail_mode):
     upstream.handler = provider_with_usage(3, 2)
     g = GatewayProcess(config(upstream.url, redis_server.url, f"sqlite:///{tmp_path}/s.db",
-                              f"  fail_mode: {fail_mode}\n"))
+                              f"  fail_mode: {fail_mode}\n", timeout=0.3))
     try:
         token = create_key(g, rpm_limit=3)["key"]
         assert statuses(burst([g.url], token, 5)) == {200: 3, 429: 2}
