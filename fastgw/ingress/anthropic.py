@@ -90,6 +90,7 @@ async def _serve(gw: Gateway, ex: Exchange, token: str | None, endpoint: bytes) 
         except GatewayError:
             ex.key = controls.keys.lookup_cached(token) if controls.keys is not None else None
             raise
+    await controls.admit(ex, body)
     if controls.capture_bodies:
         ex.body = body
     if stream:

@@ -13,6 +13,7 @@ import openai
 import pytest
 from gateway import GatewayProcess
 from limits_support import MASTER, burst, chat, create_key, provider_with_usage, statuses
+from rawhttp import post
 
 # 15 prompt tokens + 25 completion tokens = 40 per request, whatever the estimate said.
 USAGE = (15, 25)
@@ -236,3 +237,14 @@ def test_many_concurrent_streams_settle_their_slots(gw, up):
     for t in threads:
         t.join(30)
     assert not errors, errors
+
+
+def test_the_anthropic_door_is_limited_too(gw, up):
+    token = create_key(gw, rpm_limit=1)["key"]
+    body = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    first = post(gw.url, "/v1/messages", body, headers={"x-api-key": token})
+    assert first.status == 200, first.body
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    second = post(gw.url, "/v1/messages", body, headers={"x-api-key": token})
+    assert second.status == 429 and "retry-after" in second.headers
+    assert "rpm" in second.body.decode()
