@@ -134,7 +134,8 @@ class UpstreamServer:
                 received = Received(
                     request.method.decode(),
                     request.target.decode(),
-                    {k.decode().lower(): v.decode() for k, v in request.headers},
+                    # latin-1: header bytes are not always UTF-8 (the fuzz tests send any byte).
+                    {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers},
                     bytes(body),
                 )
                 self.requests.append(received)
