@@ -57,6 +57,7 @@ class Controls:
         self.limits = Limiter(lim, MemoryBackend(lim.concurrency_lease), divisor=max(1, divisor),
                               fail_open=config.redis.fail_mode == "open")
         self.budgets: Budgets | None = None
+        self.cache: Any = None  # fastgw.cache.serve.ResponseCache when cache.routes lists endpoints
 
     async def start(self, pools: list[tuple[str, Any]]) -> None:
         cfg = self.config.logging
@@ -76,6 +77,10 @@ class Controls:
 
             self.limits.backend = RedisBackend(self.redis, self.config.limits.concurrency_lease)
         await self.limits.backend.start()
+        if self.config.cache.routes:
+            from fastgw.cache.serve import build_cache
+
+            self.cache = build_cache(self.config.cache, self.redis)
         log.info("%s", self.limits.describe(self.workers, self.limits_backend))
         if cfg.enabled:
             self.logger = RequestLogger(

@@ -110,14 +110,26 @@ async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | No
         ex.body = body
     if stream:
         metrics.stream_started()
+    cache = controls.cache
+    cached = cache.route_for(suffix, routing.model, f"{provider.name}/{route.upstream_model}") if cache else None
     try:
-        if route.plan is None:
-            await dispatch(gw, ex, suffix, body, routing, route)
+        if cached is None:
+            await forward(gw, ex, suffix, body, routing, route)
         else:
-            await attempts.serve(gw, ex, suffix, body, routing, route.plan)
+            await cache.serve(ex, suffix, cached, body, routing.include_usage,
+                              lambda: forward(gw, ex, suffix, body, routing, route))
     finally:
         if stream:
             metrics.stream_ended()
+
+
+async def forward(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: bodies.Routing,
+                  route: Route) -> None:
+    """One target, or the route's attempt loop (retries, fallbacks, balancing)."""
+    if route.plan is None:
+        await dispatch(gw, ex, suffix, body, routing, route)
+    else:
+        await attempts.serve(gw, ex, suffix, body, routing, route.plan)
 
 
 async def dispatch(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: bodies.Routing,
