@@ -134,17 +134,29 @@ class MockProc:
 # Production controls per ``--controls`` mode, appended to the config: ``default`` is the
 # gateway's own defaults (request log on, stream usage injected, metrics); ``off`` turns the
 # request log and usage injection off; ``all`` is the default plus a virtual key on every
-# request (key check, spend) and a price for the bench model (cost accounting).
+# request (key check, spend) and a price for the bench model (cost accounting). ``limits``
+# is ``all`` with rpm, tpm and concurrency limits on the key (never reached), counted in the
+# worker; ``limits-redis`` counts them in a redis-server on loopback; ``cache`` is ``all``
+# with the response cache on the chat and Responses routes (every request after the first
+# of a scenario is a hit).
+_PRICE = "pricing:\n  gpt-4o-mini: {input: 0.15, output: 0.6, cached_input: 0.075}\n"
 CONTROLS_CONFIG = {
     "default": "",
     "off": "logging:\n  enabled: false\nusage:\n  inject_stream_usage: false\n",
-    "all": "pricing:\n  gpt-4o-mini: {input: 0.15, output: 0.6, cached_input: 0.075}\n",
+    "all": _PRICE,
+    "limits": _PRICE,
+    "limits-redis": _PRICE,
+    "cache": _PRICE + "cache:\n  routes:\n    /v1/chat/completions: {ttl: 3600}\n    /v1/responses: {ttl: 3600}\n",
 }
+# Modes that send a virtual key, and the limits ``fastgw keys create`` gives it.
+KEYED_CONTROLS = ("all", "limits", "limits-redis", "cache")
+LIMIT_ARGS = ["--rpm", "1000000000", "--tpm", "1000000000000", "--concurrency", "1000000"]
 
 
-def create_virtual_key(cmd: list[str], store_url: str, env: dict[str, str] | None = None) -> str:
-    """``fastgw keys create`` into ``store_url``; returns the plaintext key."""
-    out = subprocess.run([*cmd, "keys", "create", "--name", "bench", "--store", store_url],
+def create_virtual_key(cmd: list[str], store_url: str, env: dict[str, str] | None = None,
+                       extra: list[str] | None = None) -> str:
+    """``fastgw keys create`` into ``store_url`` (``extra``: more flags); returns the plaintext key."""
+    out = subprocess.run([*cmd, "keys", "create", "--name", "bench", "--store", store_url, *(extra or [])],
                          capture_output=True, text=True, env=env, timeout=60)
     key = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
     if not key.startswith("sk-fgw-"):
@@ -152,7 +164,8 @@ def create_virtual_key(cmd: list[str], store_url: str, env: dict[str, str] | Non
     return key
 
 
-def gateway_config(mock_port: int, translated: bool = True, controls: str = "default") -> str:
+def gateway_config(mock_port: int, translated: bool = True, controls: str = "default",
+                   redis_url: str | None = None) -> str:
     """The gateway's YAML config: an OpenAI provider, plus Anthropic and Gemini ones if asked."""
     text = f"""providers:
   - name: local
@@ -173,7 +186,47 @@ def gateway_config(mock_port: int, translated: bool = True, controls: str = "def
     api_key: gm-test
     models: [{GEMINI_MODEL}]
 """
-    return text + routes_config(mock_port) + CONTROLS_CONFIG[controls]
+    text += routes_config(mock_port) + CONTROLS_CONFIG[controls]
+    if redis_url:
+        text += f"redis:\n  url: {redis_url}\n  timeout: 2\n"
+    return text
+
+
+
+class RedisProc:
+    """A throwaway ``redis-server`` on a free loopback port, persistence off."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProc:
+        import shutil
+
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise GatewayError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_group(self.proc, 3.0)
+            self.proc = None
 
 
 def routes_config(mock_port: int) -> str:

@@ -13,9 +13,12 @@ from bench import payloads as P
 from bench.gateway import (
     ANTHROPIC_MODEL,
     GEMINI_MODEL,
+    KEYED_CONTROLS,
+    LIMIT_ARGS,
     GatewayError,
     GatewayProc,
     MockProc,
+    RedisProc,
     create_virtual_key,
     gateway_config,
     http_call,
@@ -104,6 +107,7 @@ class Matrix:
         self.progress = Progress(len(cfg.workers) * len(self.scenarios) * cfg.repeats * sides)
         self.entries: list[dict[str, Any]] = []
         self._w = cfg.workers[0] if cfg.workers else 1
+        self._redis: RedisProc | None = None
         self.gateway_info: dict[str, Any] = {"available": False, "error": None, "cold_start_s": [], "support": {},
                                              "rss_after_n": None, "workers": cfg.workers}
 
@@ -117,12 +121,14 @@ class Matrix:
         c = self.cfg
         err = None
         for translated in (True, False):
-            gw = GatewayProc(gateway_config(mock_port, translated, c.controls), workers, c.gateway_cmd,
+            redis_url = self._redis.url if self._redis is not None else None
+            gw = GatewayProc(gateway_config(mock_port, translated, c.controls, redis_url), workers, c.gateway_cmd,
                              c.gateway_env, c.gateway_cwd)
             try:
-                if c.controls == "all":
+                if c.controls in KEYED_CONTROLS:
                     # The gateway's default store is ./fastgw.db in its working directory.
-                    P.BENCH_KEY = create_virtual_key(gw.cmd, f"sqlite:///{gw.cwd}/fastgw.db", c.gateway_env)
+                    extra = LIMIT_ARGS if c.controls.startswith("limits") else None
+                    P.BENCH_KEY = create_virtual_key(gw.cmd, f"sqlite:///{gw.cwd}/fastgw.db", c.gateway_env, extra)
                 cold = gw.start()
             except GatewayError as e:
                 gw.close()
@@ -215,6 +221,15 @@ class Matrix:
     def run(self) -> dict[str, Any]:
         c = self.cfg
         t0 = time.time()
+        self._redis = RedisProc().start() if c.controls == "limits-redis" and not c.direct_only else None
+        try:
+            return self._run_all(t0)
+        finally:
+            if self._redis is not None:
+                self._redis.stop()
+
+    def _run_all(self, t0: float) -> dict[str, Any]:
+        c = self.cfg
         for w in c.workers:
             self._w = w
             for profile in ("fast", "paced"):

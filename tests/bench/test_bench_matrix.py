@@ -88,3 +88,22 @@ def test_gateway_cmd_found_from_an_interpreter_without_fastgw(tmp_path: Path, mo
     monkeypatch.setattr(gateway.Path, "exists", lambda self: False)
     cmd = gateway.default_gateway_cmd()
     assert cmd[:2] == [str(tmp_path / "python3"), "-c"] and repr(str(root)) in cmd[2]
+
+
+@pytest.mark.parametrize("controls", ["limits", "limits-redis", "cache"])
+def test_matrix_with_limits_or_cache_controls(tmp_path: Path, controls: str) -> None:
+    import shutil
+
+    if controls == "limits-redis" and not (shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()):
+        pytest.skip("redis-server is not installed")
+    cfg = MatrixConfig(concurrency=[4], scenarios=["chat_nonstream", "chat_stream"], controls=controls, **TINY)
+    try:
+        res = Matrix(cfg).run()
+    finally:
+        P.BENCH_KEY = "sk-bench"
+    assert res["meta"]["controls"] == controls
+    by = {(e["scenario"], e["side"]): e for e in res["entries"]}
+    for name in ("chat_nonstream", "chat_stream"):
+        g = by[(name, "gateway")]
+        # A refused (429) or unknown key would count as errors: the limits were never reached.
+        assert g["rps"] > 0 and g["errors"] == 0, g
