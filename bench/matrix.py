@@ -95,6 +95,10 @@ def probe_support(port: int) -> dict[str, bool]:
                 ok = True
                 break
         out[kind] = ok
+    # The Anthropic front door (/v1/messages), to the Anthropic provider.
+    st, body = http_call(port, "POST", "/v1/messages", P.anthropic_body(ANTHROPIC_MODEL, True),
+                         {"x-api-key": "sk-bench", "anthropic-version": "2023-06-01"}, timeout=5)
+    out["messages"] = out["anthropic"] and st == 200 and b"message_start" in body
     return out
 
 
@@ -136,7 +140,8 @@ class Matrix:
                 continue
             self.gateway_info["available"] = True
             self.gateway_info["cold_start_s"].append(round(cold, 3))
-            support = probe_support(gw.port) if translated else {"anthropic": False, "gemini": False}
+            support = (probe_support(gw.port) if translated
+                       else {"anthropic": False, "gemini": False, "messages": False})
             self.gateway_info["support"] = support
             self.progress.note(f"gateway up on :{gw.port} (workers={workers}) cold start {cold * 1000:.0f} ms; "
                                f"translated providers: {support}")

@@ -47,6 +47,10 @@ DESCRIPTIONS = {
     "chat_stream": "POST /v1/chat/completions, SSE 20 content events, fast path",
     "chat_stream_rewrite": "SSE via qualified model local/gpt-4o-mini (gateway rewrites the model)",
     "anthropic_stream": "OpenAI chat SSE in, Anthropic Messages SSE upstream (translated); direct = native /v1/messages",
+    "messages_stream": "POST /v1/messages SSE to an Anthropic provider: the byte relay (usage read from "
+                       "message_start/message_delta); compare gw cpu us/req with chat_stream of the same run",
+    "messages_translated_stream": "POST /v1/messages SSE to the OpenAI provider: Anthropic request -> chat, "
+                                  "chat SSE -> Anthropic events; compare gw cpu us/req with chat_stream (target <= 2x)",
     "gemini_stream": "OpenAI chat SSE in, Gemini streamGenerateContent?alt=sse upstream; direct = native Gemini",
     "responses_stream": "POST /v1/responses, SSE event stream (response.created ... response.completed)",
     "route_stream": "SSE via a route over three healthy deployments (weighted, retries and breakers on, bytes "
@@ -71,6 +75,13 @@ def base_scenarios(c: int) -> list[Scenario]:
         Scenario("anthropic_stream", d["anthropic_stream"], "fast", c,
                  lambda h: [P.anthropic_request(h, ANTHROPIC_MODEL, True)],
                  _oa("chat", ANTHROPIC_MODEL, True), needs="anthropic"),
+        Scenario("messages_stream", d["messages_stream"], "fast", c,
+                 lambda h: [P.anthropic_request(h, ANTHROPIC_MODEL, True)],
+                 lambda h: [P.anthropic_request(h, ANTHROPIC_MODEL, True, key=P.BENCH_KEY)], needs="messages"),
+        # Direct: the same chat stream from the mock (what the translated path reads upstream).
+        Scenario("messages_translated_stream", d["messages_translated_stream"], "fast", c,
+                 _oa("chat", OPENAI_MODEL, True),
+                 lambda h: [P.anthropic_request(h, OPENAI_MODEL, True, key=P.BENCH_KEY)], needs="messages"),
         Scenario("gemini_stream", d["gemini_stream"], "fast", c,
                  lambda h: [P.gemini_request(h, GEMINI_MODEL, True)],
                  _oa("chat", GEMINI_MODEL, True), needs="gemini"),

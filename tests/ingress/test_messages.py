@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import anthropic
@@ -38,6 +39,9 @@ providers:
     models: [claude-flaky]
 aliases:
   sonnet: claude/claude-sonnet-4-5
+logging: {{flush_interval: 0.1}}
+pricing:
+  claude-haiku-4-5: {{input: 1.0, output: 5.0, cached_input: 0.1}}
 """)
     yield gw
     gw.stop()
@@ -215,3 +219,47 @@ def test_models_list_in_both_shapes(mgw, client):
         client.models.retrieve("nope")
     plain = request(mgw.url, "GET", "/v1/models", headers={"authorization": f"Bearer {MASTER}"}).json()
     assert plain["object"] == "list" and plain["data"][0]["object"] == "model"
+
+
+def test_virtual_keys_restrictions_usage_and_log(mgw, upstream):
+    admin = {"authorization": f"Bearer {MASTER}"}
+    made = request(mgw.url, "POST", "/admin/keys", {"name": "agents", "models": [CLAUDE]}, headers=admin)
+    assert made.status == 201
+    key = made.json()["key"]
+    client = anthropic.Anthropic(base_url=mgw.url, api_key=key, max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as denied:
+        client.messages.create(model="sonnet", max_tokens=5, messages=HI)
+    assert denied.value.body["error"]["type"] == "permission_error"
+    body = anthropic_sse([("text", "ok")], output_tokens=1000, input_usage={
+        "input_tokens": 1000, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
+    upstream.handler = lambda r: sse_reply(body)
+    with client.messages.stream(model=CLAUDE, max_tokens=5, messages=HI) as stream:
+        assert stream.get_final_message().content[0].text == "ok"
+    bearer = anthropic.Anthropic(base_url=mgw.url, auth_token=key, max_retries=0)
+    upstream.handler = lambda r: json_reply(anthropic_json([("text", "ok")]))
+    assert bearer.messages.create(model=CLAUDE, max_tokens=5, messages=HI).content[0].text == "ok"
+    key_id = made.json()["id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logs = request(mgw.url, "GET", f"/admin/logs?key={key_id}", headers=admin).json()["data"]
+        if len(logs) >= 3:
+            break
+        time.sleep(0.1)
+    streamed = next(r for r in logs if r["stream"])
+    assert streamed["status"] == 200 and streamed["path"] == "fast"
+    assert (streamed["prompt_tokens"], streamed["completion_tokens"]) == (1000, 1000)
+    assert streamed["cost_usd"] == pytest.approx(0.006)
+    assert any(r["status"] == 403 for r in logs)
+
+
+def test_builtin_mock_answers_in_anthropic_shape():
+    gw = GatewayProcess(None)
+    try:
+        client = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0)
+        msg = client.messages.create(model="mock-gpt", max_tokens=5, messages=HI)
+        assert msg.stop_reason == "max_tokens" and msg.usage.output_tokens == 5
+        with client.messages.stream(model="mock-gpt", max_tokens=100, messages=HI) as stream:
+            final = stream.get_final_message()
+        assert final.stop_reason == "end_turn" and final.content[0].text.startswith("This is fastgw")
+    finally:
+        gw.stop()
