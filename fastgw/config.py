@@ -139,6 +139,7 @@ class PriceOverride(msgspec.Struct, forbid_unknown_fields=True):
     input: float
     output: float
     cached_input: float | None = None
+    cache_write_input: float | None = None
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):

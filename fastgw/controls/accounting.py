@@ -53,7 +53,8 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
         completion = usage.completion_tokens
         cached = getattr(usage, "cached_tokens", 0) or 0
         reasoning = getattr(usage, "reasoning_tokens", 0) or 0
-        cost = pricing.cost(model, ex.provider_type or None, prompt, completion, cached)
+        written = getattr(usage, "cache_write_tokens", 0) or 0
+        cost = pricing.cost(model, ex.provider_type or None, prompt, completion, cached, written)
         metrics.observe_usage(provider, model, prompt, completion, cached, reasoning, cost)
     key = ex.key
     if key is not None and keys is not None:

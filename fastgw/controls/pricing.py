@@ -1,7 +1,8 @@
 """Per-request cost from a per-model price table.
 
 The table ships as ``fastgw/data/pricing.json`` (USD per million tokens: ``input``,
-``output``, optional ``cached_input``; see its ``_meta`` for source and date). Config
+``output``, optional ``cached_input`` and ``cache_write_input``; see its ``_meta`` for
+source and date). Config
 overrides are merged on top, per model (a whole entry replaces the shipped one; an entry
 may give only some fields, the rest come from the shipped entry of the same name).
 
@@ -16,8 +17,11 @@ Lookup of ``(model, provider_type)``, first hit wins, each step memoised:
 
 Unknown models cost ``None`` (unknown), never 0.
 
-Token semantics are OpenAI's: ``prompt_tokens`` includes ``cached_tokens``, so cost =
-``(prompt - cached) * input + cached * cached_input + completion * output`` / 1e6.
+Token semantics are OpenAI's: ``prompt_tokens`` includes ``cached_tokens`` (cache reads)
+and cache writes (Anthropic's ``cache_creation_input_tokens``), so cost =
+``(prompt - cached - written) * input + cached * cached_input + written *
+cache_write_input + completion * output`` / 1e6 (``cached_input`` and
+``cache_write_input`` default to ``input``).
 Reasoning tokens are part of ``completion_tokens``.
 """
 
@@ -34,6 +38,7 @@ class Price(msgspec.Struct, frozen=True):
     input: float
     output: float
     cached_input: float | None = None
+    cache_write_input: float | None = None
 
 
 class _File(msgspec.Struct):
@@ -116,6 +121,7 @@ class Pricing:
         prompt_tokens: int | None,
         completion_tokens: int | None,
         cached_tokens: int | None = 0,
+        cache_write_tokens: int | None = 0,
     ) -> float | None:
         """USD for one request, or None when the model is unknown or no usage is known."""
         price = self.lookup(model, provider_type)
@@ -123,7 +129,10 @@ class Pricing:
             return None
         prompt = prompt_tokens or 0
         cached = min(cached_tokens or 0, prompt)
+        written = min(cache_write_tokens or 0, prompt - cached)
         cached_price = price.input if price.cached_input is None else price.cached_input
+        write_price = price.input if price.cache_write_input is None else price.cache_write_input
         return (
-            (prompt - cached) * price.input + cached * cached_price + (completion_tokens or 0) * price.output
+            (prompt - cached - written) * price.input + cached * cached_price + written * write_price
+            + (completion_tokens or 0) * price.output
         ) / 1_000_000

@@ -167,3 +167,53 @@ def test_codex_body_relayed_unchanged_to_openai(agw, upstream):
     resp = post(agw.url, "/v1/responses", raw)
     assert resp.status == 200 and resp.headers["x-fastgw-path"] == "fast"
     assert upstream.requests[-1].body == raw
+
+
+def long_conversation() -> dict[str, Any]:
+    """Claude Code's recorded turn grown to four tool rounds (thinking, parallel calls, an error)."""
+    body = json.loads(json.dumps(fixture("claude-code-tool-result-turn.json")["body"]))
+    rounds = [
+        ([{"type": "thinking", "thinking": "Read the file.", "signature": "c2ln"},
+          {"type": "text", "text": "Reading."},
+          {"type": "tool_use", "id": "toolu_r2", "name": "Read", "input": {"file_path": "/home/dev/a.py"}},
+          {"type": "tool_use", "id": "toolu_r3", "name": "Read", "input": {"file_path": "/home/dev/b.py"}}],
+         [{"type": "tool_result", "tool_use_id": "toolu_r2", "content": "print('a')"},
+          {"type": "tool_result", "tool_use_id": "toolu_r3", "content": [{"type": "text", "text": "print('b')"}],
+           "cache_control": {"type": "ephemeral"}}]),
+        ([{"type": "tool_use", "id": "toolu_r4", "name": "Edit",
+           "input": {"file_path": "/home/dev/a.py", "old_string": "a", "new_string": "c"}}],
+         [{"type": "tool_result", "tool_use_id": "toolu_r4", "is_error": True, "content": "File changed on disk"},
+          {"type": "text", "text": "try again"}]),
+    ]
+    for assistant, user in rounds:
+        body["messages"] += [{"role": "assistant", "content": assistant}, {"role": "user", "content": user}]
+    return body
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gpt-4o-mini", GEMINI])
+def test_long_coding_agent_conversation_streamed(agw, upstream, model):
+    body = {**long_conversation(), "model": model}
+    assert len(body["tools"]) >= 20 and body["stream"] is True and body["thinking"]["type"] == "enabled"
+    script = [("thinking", "Retry the edit."), ("tool", "Edit", {"file_path": "/home/dev/a.py",
+                                                                 "old_string": "print('a')", "new_string": "x"})]
+    upstream.handler = answer(script)
+    client = anthropic.Anthropic(base_url=agw.url, api_key="x", max_retries=0)
+    known = {"model", "max_tokens", "messages", "system", "tools", "metadata", "thinking"}
+    with client.messages.stream(**{k: v for k, v in body.items() if k in known},
+                                extra_body={"context_management": body["context_management"]},
+                                extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"}) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "tool_use"]
+    assert final.content[1].input == {"file_path": "/home/dev/a.py", "old_string": "print('a')", "new_string": "x"}
+    sent = json.loads(upstream.requests[-1].body)
+    if model == "claude-sonnet-4-5":
+        assert sent["messages"] == body["messages"] and sent["context_management"] == body["context_management"]
+    elif model == GEMINI:
+        responses = [p["functionResponse"] for c in sent["contents"] for p in c["parts"] if "functionResponse" in p]
+        assert [r["name"] for r in responses] == ["Bash", "Read", "Read", "Edit"]
+    else:
+        tools = [m for m in sent["messages"] if m["role"] == "tool"]
+        assert [m["tool_call_id"] for m in tools] == [
+            body["messages"][2]["content"][0]["tool_use_id"], "toolu_r2", "toolu_r3", "toolu_r4"]
+        assert tools[-1]["content"] == "Error: File changed on disk"
+        assert sent["messages"][-1] == {"role": "user", "content": "try again"}

@@ -41,7 +41,7 @@ aliases:
   sonnet: claude/claude-sonnet-4-5
 logging: {{flush_interval: 0.1}}
 pricing:
-  claude-haiku-4-5: {{input: 1.0, output: 5.0, cached_input: 0.1}}
+  claude-haiku-4-5: {{input: 1.0, output: 5.0, cached_input: 0.1, cache_write_input: 1.25}}
 """)
     yield gw
     gw.stop()
@@ -263,3 +263,23 @@ def test_builtin_mock_answers_in_anthropic_shape():
         assert final.stop_reason == "end_turn" and final.content[0].text.startswith("This is fastgw")
     finally:
         gw.stop()
+
+
+def test_cache_reads_and_writes_priced(mgw, upstream):
+    usage = {"input_tokens": 100, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000,
+             "output_tokens": 10}
+    upstream.handler = lambda r: json_reply(anthropic_json([("text", "ok")], usage=usage))
+    resp = post(mgw.url, "/v1/messages", {"model": CLAUDE, "max_tokens": 5, "messages": HI},
+                {"x-api-key": MASTER, "x-fastgw-conversation-id": "cache-priced"})
+    assert resp.status == 200
+    rid = resp.headers["x-fastgw-request-id"]
+    admin = {"authorization": f"Bearer {MASTER}"}
+    deadline = time.monotonic() + 5
+    entry = request(mgw.url, "GET", f"/admin/logs/{rid}", headers=admin)
+    while entry.status != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        entry = request(mgw.url, "GET", f"/admin/logs/{rid}", headers=admin)
+    record = entry.json()
+    assert (record["prompt_tokens"], record["cached_tokens"]) == (3100, 2000)
+    # input 1.0, cached 0.1, cache writes 1.25, output 5.0 per million
+    assert record["cost_usd"] == pytest.approx((100 * 1.0 + 2000 * 0.1 + 1000 * 1.25 + 10 * 5.0) / 1e6)
