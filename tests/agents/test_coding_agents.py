@@ -71,6 +71,22 @@ def _has_tool_result(body: dict[str, Any]) -> bool:
     return any(k in text for k in ('"tool_result"', '"role": "tool"', "functionResponse", "function_call_output"))
 
 
+def tool_outputs(body: dict[str, Any]) -> str:
+    """The text of every tool result in a provider request (Anthropic, chat or Gemini shape)."""
+    out = []
+    for msg in body.get("messages") or ():
+        if msg.get("role") == "tool":
+            out.append(json.dumps(msg.get("content")))
+        for block in msg.get("content") if isinstance(msg.get("content"), list) else ():
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                out.append(json.dumps(block.get("content")))
+    for content in body.get("contents") or ():
+        for part in content.get("parts") or ():
+            if "functionResponse" in part:
+                out.append(json.dumps(part["functionResponse"].get("response")))
+    return "\n".join(out)
+
+
 def scripted(first: list[tuple[Any, ...]], then: list[tuple[Any, ...]]):  # type: ignore[no-untyped-def]
     """Answer ``first`` until the conversation holds a tool result, then ``then``; in the wire
     format of whichever provider the gateway called."""
@@ -118,7 +134,7 @@ def test_claude_code_headless(agw, upstream, model):
     assert result["is_error"] is False and result["result"] == "The command printed fastgw-ok."
     calls = [r for r in upstream.requests if r.method == "POST"]
     assert len(calls) >= 2 and _has_tool_result(json.loads(calls[-1].body))
-    assert "fastgw-ok" in calls[-1].body.decode()  # the tool really ran and its output went back
+    assert "fastgw-ok" in tool_outputs(json.loads(calls[-1].body))  # the tool ran; its output went back
 
 
 @pytest.mark.skipif(CODEX is None, reason="Codex CLI (@openai/codex) is not installed")
@@ -136,3 +152,22 @@ def test_codex_exec(agw, upstream, model):
     assert expected in proc.stdout
     posts = [r for r in upstream.requests if r.method == "POST"]
     assert posts, "the agent's request never reached the upstream"
+
+
+@pytest.mark.skipif(CODEX is None, reason="Codex CLI (@openai/codex) is not installed")
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", GEMINI])
+def test_codex_runs_a_tool_through_a_translated_provider(agw, upstream, model):
+    """The model calls Codex's exec_command; Codex runs it and sends the output back, translated."""
+    assert CODEX is not None
+    upstream.handler = scripted([("tool", "exec_command", {"cmd": "echo fastgw-codex-ok"})],
+                                [("text", "It printed fastgw-codex-ok.")])
+    home = tempfile.mkdtemp(prefix="fastgw-codex-")
+    provider = f'{{name="fastgw", base_url="{agw.url}/v1", wire_api="responses", env_key="FASTGW_KEY"}}'
+    proc = run([CODEX, "exec", "--skip-git-repo-check", "-m", model, "-c", "model_provider=fastgw",
+                "-c", f"model_providers.fastgw={provider}", "-c", "check_for_update_on_startup=false",
+                "run echo fastgw-codex-ok"], {"HOME": home, "CODEX_HOME": home, "FASTGW_KEY": "sk-agents"}, home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "It printed fastgw-codex-ok." in proc.stdout
+    posts = [r for r in upstream.requests if r.method == "POST"]
+    assert len(posts) >= 2 and _has_tool_result(json.loads(posts[-1].body))
+    assert "fastgw-codex-ok" in tool_outputs(json.loads(posts[-1].body))
