@@ -21,7 +21,7 @@ from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import ClientGone, Exchange, header
 from fastgw.routes import Endpoint, RouteTable
 from fastgw.routing.providers import Provider
-from fastgw.upstream.call import HOP_BY_HOP, open_upstream
+from fastgw.upstream.call import ERROR_BODY_LIMIT, HOP_BY_HOP, open_upstream, redact_key
 
 if TYPE_CHECKING:
     from fastgw.app import Gateway
@@ -38,6 +38,7 @@ _DROP_REQUEST = HOP_BY_HOP | {
 }
 
 
+_SIZED = frozenset({b"content-type", b"content-length"})
 _DOT_SEGMENTS = (".", "..")
 
 
@@ -72,6 +73,12 @@ async def _client_body(ex: Exchange) -> AsyncIterator[bytes]:
         chunk = message.get("body", b"")
         if chunk:
             yield chunk
+
+
+def _headers_out(headers: list[tuple[bytes, bytes]], provider: Provider) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers minus hop-by-hop ones and any that echo the provider's key."""
+    key = provider.cfg.api_key.encode() if provider.cfg.api_key else None
+    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and (key is None or key not in v)]
 
 
 def register(table: RouteTable) -> None:
@@ -134,14 +141,23 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
     ex.path_taken = "passthrough"
     resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body, ex)
     content_type = resp.header(b"content-type") or b""
-    tap = PassthroughTap(suffix, content_type) if resp.status < 400 else None
+    if resp.status >= 400:
+        # An error is relayed as the provider sent it, except for its key if it echoed it.
+        try:
+            body = redact_key(await resp.read(ERROR_BODY_LIMIT), provider)
+        finally:
+            await resp.aclose()
+        extra = [(k, v) for k, v in _headers_out(resp.headers, provider) if k not in _SIZED]
+        await ex.respond(resp.status, body, content_type=content_type or b"application/octet-stream", extra=extra)
+        return
+    tap = PassthroughTap(suffix, content_type)
     ex.tap = tap
-    ex.stream = tap is not None and tap.stream
+    ex.stream = tap.stream
     try:
-        out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
+        out = _headers_out(resp.headers, provider)
         await relay_body(ex, resp, provider, stream=content_type.startswith(b"text/event-stream"), headers=out,
                          tap=tap, keep_length=True)
     finally:
         await resp.aclose()
-        if tap is not None and not ex.upstream_model:
+        if not ex.upstream_model:
             ex.upstream_model = tap.model or ""

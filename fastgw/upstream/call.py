@@ -170,11 +170,17 @@ class _ErrorShape(msgspec.Struct):
 _error_decoder = msgspec.json.Decoder(_ErrorShape)
 
 
-def error_body(status: int, body: bytes, provider: Provider) -> bytes:
-    """An upstream error body as an OpenAI envelope: kept when it is one, wrapped otherwise."""
+def redact_key(body: bytes, provider: Provider) -> bytes:
+    """``body`` with the provider's secrets (an upstream may echo them in an error) redacted."""
     for key in provider.secrets:
         if key.encode() in body:
             body = body.replace(key.encode(), b"[REDACTED]")
+    return body
+
+
+def error_body(status: int, body: bytes, provider: Provider) -> bytes:
+    """An upstream error body as an OpenAI envelope: kept when it is one, wrapped otherwise."""
+    body = redact_key(body, provider)
     try:
         shape = _error_decoder.decode(body)
         if shape.error is not None and "message" in shape.error:
