@@ -410,6 +410,14 @@ _R.define(
     ("param",),
 )
 
+_R.define(
+    "fastgw_event_loop_lag_seconds",
+    "histogram",
+    "How late a worker's periodic timer fired (event-loop lag).",
+    (),
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
 _requests = _R.counters["fastgw_requests_total"]
 _paths = _R.counters["fastgw_path_total"]
 
@@ -467,6 +475,10 @@ def observe_usage_path(path: str) -> None:
 
 def observe_dropped(param: str) -> None:
     _R.inc("fastgw_dropped_params_total", (param,))
+
+
+def observe_loop_lag(seconds: float) -> None:
+    _R.observe("fastgw_event_loop_lag_seconds", (), seconds)
 
 
 def stream_started() -> None:

@@ -26,6 +26,7 @@ from fastgw.controls import metrics
 from fastgw.controls.accounting import account
 from fastgw.controls.budgets import Budgets
 from fastgw.controls.keys import KEY_PREFIX, KeyManager, KeyRecord
+from fastgw.controls.looplag import LoopLagProbe
 from fastgw.controls.pricing import Pricing
 from fastgw.controls.reqlog import RequestLogger
 from fastgw.controls.store import DEFAULT_URL, Store, open_store
@@ -58,6 +59,7 @@ class Controls:
                               fail_open=config.redis.fail_mode == "open")
         self.budgets: Budgets | None = None
         self.cache: Any = None  # fastgw.cache.serve.ResponseCache when cache.routes lists endpoints
+        self._lag = LoopLagProbe()
 
     async def start(self, pools: list[tuple[str, Any]]) -> None:
         cfg = self.config.logging
@@ -100,6 +102,7 @@ class Controls:
                 metrics.set_pool(name, pool.in_use, len(pool.idle))
 
         metrics.register_collector(pool_stats)
+        self._lag.start()
         if self.metrics_dir:
             self._writer = metrics.SnapshotWriter(self.metrics_dir)
             self._writer.start()
@@ -108,6 +111,7 @@ class Controls:
         await self.limits.backend.stop()
         if self.redis is not None:
             await self.redis.close()
+        self._lag.stop()
         if self.logger is not None:
             await self.logger.stop()
         if self.keys is not None:
