@@ -29,6 +29,7 @@ import msgspec
 
 from fastgw.admission.auth import Authorizer
 from fastgw.admission.concurrency import InflightLimit
+from fastgw.admission.slowclient import SendWatch
 from fastgw.config import Config, load_config
 from fastgw.controls.runtime import Controls
 from fastgw.errors import GatewayError, ResponseAborted
@@ -64,6 +65,7 @@ class Gateway:
         self.env = dict(os.environ) if env is None else env
         self.max_body = config.server.max_body_bytes
         self.inflight = InflightLimit(config.server.max_concurrent_requests)
+        self.sendwatch = SendWatch(config.server.send_timeout)
         self.backend = AsyncioBackend()
         self.providers = [Provider(p, self.backend) for p in resolved_providers(config, self.env)]
         self.router = Router(self.providers, config.aliases, config.routes)
@@ -93,12 +95,14 @@ class Gateway:
         # Everything built so far (modules, config, tables) lives as long as the worker:
         # move it out of the collector's way, so full collections stay short and a
         # stream is not paused for tens of milliseconds while they walk it.
+        self.sendwatch.start()
         gc.collect()
         gc.freeze()
         self.ready = True
 
     async def shutdown(self) -> None:
         self.draining = True
+        await self.sendwatch.stop()
         for provider in self.providers:
             if provider.pool is not None:
                 await provider.pool.aclose()
@@ -155,9 +159,11 @@ class Gateway:
             token = self.auth.authorize(scope)
             inflight = self.inflight
             inflight.enter()
+            watched = self.sendwatch.watch(ex)
             try:
                 await endpoint.handler(self, ex, token)
             finally:
+                self.sendwatch.unwatch(watched)
                 inflight.leave()
         except GatewayError as exc:
             ex.error_type = exc.type
@@ -188,8 +194,9 @@ class Gateway:
                 await ex.respond(answer, body)
             ex.status = status
         except (ConnectionError, asyncio.CancelledError):
-            # The client left (its body unread, or while the upstream answered).
-            ex.error_type = "client_disconnected"
+            # The client left (its body unread, or while the upstream answered), or stopped
+            # reading (the send watch abandoned the answer: error_type client_timeout).
+            ex.error_type = ex.error_type if ex.error_type == "client_timeout" else "client_disconnected"
             ex.status = ex.status or 499
         except Exception:
             ex.error_type = "api_error"

@@ -109,6 +109,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Requests in flight per worker (model endpoints and passthrough); past it new
     # ones get 503 "overloaded" at once instead of queueing.
     max_concurrent_requests: int = 2048
+    # Client-side timeouts (seconds): the whole request body must arrive within body_timeout
+    # (408 past it); an answer the client does not read for send_timeout is abandoned.
+    body_timeout: float = 60.0
+    send_timeout: float = 60.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -265,6 +269,9 @@ def _check(config: Config) -> None:
         raise ConfigError("server.workers: expected a number >= 1")
     if server.max_concurrent_requests < 1:
         raise ConfigError("server.max_concurrent_requests: expected a number >= 1")
+    for key in ("body_timeout", "send_timeout"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"server.{key}: expected a number > 0")
     if server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: expected at least 1024")
     if config.store_url is not None and not config.store_url.startswith(("sqlite://", "postgresql://", "postgres://")):

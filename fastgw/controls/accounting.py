@@ -36,7 +36,7 @@ def account(ex: Exchange, pricing: Pricing, keys: KeyManager | None, logger: Req
     estimated = False
     if usage is None and tap is not None and 200 <= status < 300:
         usage = tap.usage
-        if usage is None and ex.stream and ex.error_type == "client_disconnected":
+        if usage is None and ex.stream and ex.error_type in ("client_disconnected", "client_timeout"):
             # The client left before the provider's usage arrived: bill what was generated.
             length = header(ex.scope, b"content-length")
             usage = estimate_stream_usage(tap, int(length) if length and length.isdigit() else 0)

@@ -28,7 +28,7 @@ def register(table: RouteTable) -> None:
 async def admin_api(gw: Gateway, ex: Exchange, token: str | None) -> None:
     scope = ex.scope
     gw.auth.require_master(scope)
-    body = await read_body(scope, ex.receive, gw.max_body)
+    body = await read_body(scope, ex.receive, gw.max_body, gw.config.server.body_timeout)
     if scope["path"] == "/admin/routes":
         # Routes with their deployments' breakers, load and latency; rotated keys per provider.
         now = asyncio.get_running_loop().time()

@@ -13,6 +13,7 @@ and rewrite only what must change.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -167,8 +168,22 @@ def splice_first_member(body: bytes, member: bytes) -> bytes:
 ReceiveCallable = Callable[[], Awaitable[dict[str, Any]]]
 
 
-async def read_body(scope: dict[str, Any], receive: ReceiveCallable, limit: int) -> bytes:
-    """The whole request body, or a 413 as soon as it passes ``limit`` bytes."""
+async def read_body(scope: dict[str, Any], receive: ReceiveCallable, limit: int,
+                    timeout: float | None = None) -> bytes:
+    """The whole request body, or a 413 as soon as it passes ``limit`` bytes, or a 408 when
+    it has not arrived within ``timeout`` seconds."""
+    if timeout is None:
+        return await _read_body(scope, receive, limit)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(scope, receive, limit)
+    except TimeoutError:
+        from fastgw.admission.slowclient import body_deadline_error
+
+        raise body_deadline_error(timeout) from None
+
+
+async def _read_body(scope: dict[str, Any], receive: ReceiveCallable, limit: int) -> bytes:
     value = header(scope, b"content-length")
     if value is not None:
         try:

@@ -11,10 +11,12 @@ provider's own: the path is only ever appended to its base path.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from fastgw.admission.slowclient import body_deadline_error
 from fastgw.controls.passthrough_usage import PassthroughTap
 from fastgw.egress.relay import relay_body
 from fastgw.errors import GatewayError, bad_request
@@ -63,10 +65,16 @@ def safe_suffix(raw_rest: bytes) -> bytes:
     return raw_rest
 
 
-async def _client_body(ex: Exchange) -> AsyncIterator[bytes]:
+async def _client_body(ex: Exchange, timeout: float) -> AsyncIterator[bytes]:
+    """The client's body as it arrives, all of it within ``timeout`` seconds (else 408)."""
     more = True
+    deadline = asyncio.get_running_loop().time() + timeout
     while more:
-        message = await ex.receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await ex.receive()
+        except TimeoutError:
+            raise body_deadline_error(timeout) from None
         if message["type"] == "http.disconnect":
             raise ClientGone()
         more = message.get("more_body", False)
@@ -102,10 +110,10 @@ async def passthrough(gw: Gateway, ex: Exchange, token: str | None) -> None:
                                "available to it.", type="permission_error", code="model_not_allowed")
     ex.provider = provider.name
     ex.provider_type = provider.type
-    await handle(ex, provider, b"/" + tail)
+    await handle(ex, provider, b"/" + tail, gw.config.server.body_timeout)
 
 
-async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
+async def handle(ex: Exchange, provider: Provider, raw_rest: bytes, body_timeout: float = 60.0) -> None:
     if provider.pool is None:
         raise GatewayError(404, f"Provider '{provider.name}' has no upstream to pass through to.",
                            type="invalid_request_error", code="no_upstream")
@@ -137,7 +145,7 @@ async def handle(ex: Exchange, provider: Provider, raw_rest: bytes) -> None:
     headers += provider.extra_headers
     if framed and not any(n == b"content-length" for n, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
-    body = _client_body(ex) if framed else b""
+    body = _client_body(ex, body_timeout) if framed else b""
     ex.path_taken = "passthrough"
     resp = await open_upstream(provider, method, provider.target(suffix, query), headers, body, ex)
     content_type = resp.header(b"content-type") or b""
