@@ -113,6 +113,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # (408 past it); an answer the client does not read for send_timeout is abandoned.
     body_timeout: float = 60.0
     send_timeout: float = 60.0
+    # The request head: its size (bytes; 431 past it) and the time it may take to arrive
+    # (seconds; the connection is closed past it). Enforced by the HTTP server (granian).
+    max_header_bytes: int = 65536
+    header_timeout: float = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -269,7 +273,9 @@ def _check(config: Config) -> None:
         raise ConfigError("server.workers: expected a number >= 1")
     if server.max_concurrent_requests < 1:
         raise ConfigError("server.max_concurrent_requests: expected a number >= 1")
-    for key in ("body_timeout", "send_timeout"):
+    if server.max_header_bytes < 8192:
+        raise ConfigError("server.max_header_bytes: expected at least 8192")
+    for key in ("body_timeout", "send_timeout", "header_timeout"):
         if getattr(server, key) <= 0:
             raise ConfigError(f"server.{key}: expected a number > 0")
     if server.max_body_bytes < 1024:

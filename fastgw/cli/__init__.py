@@ -56,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     from fastgw.controls.runtime import metrics_dir_for_serve
 
@@ -72,6 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
         http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, int(server.header_timeout * 1000)),
+                                     max_buffer_size=server.max_header_bytes),
         websockets=False,
         workers=workers,
         workers_kill_timeout=max(1, int(server.grace_period)),

@@ -119,3 +119,25 @@ def test_a_client_that_never_reads_is_abandoned(strict, lenient, upstream):
     # The gateway serves on.
     upstream.handler = lambda r: Reply(chunks=[b'{"ok":true}'], content_length=True)
     assert post(strict.url, "/v1/chat/completions", {"model": "gpt-4o-mini"}).status == 200
+
+
+def test_request_head_limits(upstream_server, upstream):
+    """``server.max_header_bytes`` (431) and ``server.header_timeout`` (a head that trickles
+    in is cut off), enforced by granian as configured."""
+    g = GatewayProcess(basic_config(upstream_server.url, "server: {max_header_bytes: 16384, header_timeout: 1}\n"))
+    try:
+        with socket.create_connection(("127.0.0.1", g.port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: " + b"h" * 20000 + b"\r\n\r\n")
+            data = sock.recv(65536)
+        assert data.startswith(b"HTTP/1.1 431"), data[:200]
+        with socket.create_connection(("127.0.0.1", g.port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-ok: " + b"h" * 8000 + b"\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", g.port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+            t0 = time.monotonic()
+            data = sock.recv(65536)  # nothing more is sent: the server gives up on the head
+            took = time.monotonic() - t0
+        assert took < 5 and not data.startswith(b"HTTP/1.1 200"), (took, data[:200])
+    finally:
+        g.stop()
