@@ -5,7 +5,10 @@
 (:meth:`~FeedLoop._handle`) and returns what they produced; ``close()`` handles a
 last payload left unterminated and, unless a payload finished the stream, ends it
 (:meth:`~FeedLoop._end`).  Once ``finished`` is set, input is ignored and nothing
-more is produced.
+more is produced. A payload the translator cannot make sense of (JSON of an
+unexpected shape, bytes that are not UTF-8, nesting too deep) ends the stream
+through :meth:`~FeedLoop._malformed` -- for :class:`ChatStream`, one error event --
+instead of an exception escaping the loop.
 
 :class:`ChatStream` adds what the provider stream translators (provider stream ->
 OpenAI ``chat.completion.chunk`` SSE) have in common: the :class:`ChunkWriter`,
@@ -29,6 +32,9 @@ __all__ = ["ChatStream", "FeedLoop", "sse_events"]
 
 P = TypeVar("P")
 
+# What a payload of an unexpected shape raises on its way through a translator.
+MALFORMED = (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError)
+
 
 def sse_events(parser: SSEParser, data: bytes, closing: bool) -> list[SSEEvent]:
     """The events ``data`` completes, or the parser's last events when ``closing``."""
@@ -45,10 +51,13 @@ class FeedLoop(Generic[P]):
         if self.finished:
             return b""
         out: list[bytes] = []
-        for payload in self._payloads(data, False):
-            self._handle(payload, out)
-            if self.finished:
-                break
+        try:
+            for payload in self._payloads(data, False):
+                self._handle(payload, out)
+                if self.finished:
+                    break
+        except MALFORMED:
+            self._malformed(out)
         return b"".join(out)
 
     def close(self) -> bytes:
@@ -56,11 +65,14 @@ class FeedLoop(Generic[P]):
         if self.finished:
             return b""
         out: list[bytes] = []
-        for payload in self._payloads(b"", True):
-            self._handle(payload, out)
-            if self.finished:
-                return b"".join(out)
-        self._end(out)
+        try:
+            for payload in self._payloads(b"", True):
+                self._handle(payload, out)
+                if self.finished:
+                    return b"".join(out)
+            self._end(out)
+        except MALFORMED:
+            self._malformed(out)
         return b"".join(out)
 
     def _payloads(self, data: bytes, closing: bool) -> Iterable[P]:
@@ -74,6 +86,10 @@ class FeedLoop(Generic[P]):
     def _end(self, out: list[bytes]) -> None:
         """End a stream whose input stopped; must set ``finished``."""
         raise NotImplementedError
+
+    def _malformed(self, out: list[bytes]) -> None:
+        """End the stream on a payload it could not handle (re-raise unless overridden)."""
+        raise
 
 
 class ChatStream(FeedLoop[P]):
@@ -99,6 +115,15 @@ class ChatStream(FeedLoop[P]):
     def _fail(self, err: Any, out: list[bytes]) -> None:
         """End the stream with one error event (no ``[DONE]``)."""
         self.error = self._error(err)
+        out.append(encode_sse(envelope_of(self.error)))
+        self.finished = True
+
+    def _malformed(self, out: list[bytes]) -> None:
+        """End the stream with one error event: the upstream sent something unreadable."""
+        if self.finished:
+            return
+        self.error = {"message": "Malformed chunk from upstream provider.", "type": "upstream_error",
+                      "param": None, "code": "upstream_malformed"}
         out.append(encode_sse(envelope_of(self.error)))
         self.finished = True
 
