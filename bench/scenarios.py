@@ -42,6 +42,15 @@ def _oa(endpoint: str, model: str, stream: bool) -> Build:
     return lambda host: [P.openai_request(host, endpoint, model, stream, key=P.BENCH_KEY)]
 
 
+def _passthrough(endpoint: str, model: str, stream: bool) -> Build:
+    # /p/local + the path under the provider's base URL (/v1): the same upstream request.
+    def build(host: str) -> list[RequestSpec]:
+        spec = P.openai_request(host, endpoint, model, stream, key=P.BENCH_KEY)
+        return [RequestSpec(spec.raw.replace(b" /v1/", b" /p/local/", 1), spec.stream)]
+
+    return build
+
+
 DESCRIPTIONS = {
     "chat_nonstream": "POST /v1/chat/completions, JSON, fast path (model gpt-4o-mini, bytes untouched)",
     "chat_stream": "POST /v1/chat/completions, SSE 20 content events, fast path",
@@ -58,6 +67,7 @@ DESCRIPTIONS = {
     "route_failover_stream": "SSE via a route over three deployments, one of them answering 503 to every request "
                              "(retries and breakers on): errors (target 0), +ttfb/+total vs direct",
     "paced_route_stream": "paced_stream through the three-deployment route: +ttfb vs paced_stream",
+    "passthrough_stream": "POST /p/local/chat/completions, SSE 20 events through the raw passthrough (usage tap on)",
     "paced_stream": "SSE, upstream 100 ms to first token then 20 events 10 ms apart, 64 concurrent",
     "stall_512": "512 concurrent paced streams: largest inter-event gap vs the upstream's 10 ms",
 }
@@ -92,6 +102,8 @@ def base_scenarios(c: int) -> list[Scenario]:
                  _oa("chat", ROUTED_MODEL, True)),
         Scenario("route_failover_stream", d["route_failover_stream"], "fast", c, _oa("chat", FAILOVER_MODEL, True),
                  _oa("chat", FAILOVER_MODEL, True)),
+        Scenario("passthrough_stream", d["passthrough_stream"], "fast", c, _oa("chat", OPENAI_MODEL, True),
+                 _passthrough("chat", OPENAI_MODEL, True)),
     ]
 
 
