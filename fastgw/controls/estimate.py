@@ -59,7 +59,11 @@ def generated_chars(tail: bytes, total: int) -> int:
 
 
 def estimate_stream_usage(tap: Any, request_bytes: int) -> Usage | None:
-    """An estimate from a usage tap that saw part of a stream (None when it saw nothing)."""
+    """An estimate from a usage tap that saw part of a stream (None when it saw nothing).
+
+    A tap that knows the prompt's size already (a translated stream whose provider sent
+    it first) gives it as ``known_prompt_tokens``; it is used instead of the guess.
+    """
     seen = getattr(tap, "seen", None)
     if seen is None:
         return None
@@ -67,5 +71,33 @@ def estimate_stream_usage(tap: Any, request_bytes: int) -> Usage | None:
     if not total:
         return None
     completion = math.ceil(generated_chars(tail, total) / CHARS_PER_TOKEN)
-    prompt = math.ceil(request_bytes / CHARS_PER_TOKEN)
+    prompt = getattr(tap, "known_prompt_tokens", 0) or math.ceil(request_bytes / CHARS_PER_TOKEN)
     return Usage(prompt, completion, prompt + completion, 0, 0)
+
+
+class StreamSeen:
+    """What a translated stream sent its client so far (the tail, by reference, and a byte
+    count), for the estimate should the client leave before the provider's usage came."""
+
+    __slots__ = ("_tail", "translator")
+
+    def __init__(self, translator: Any) -> None:
+        from fastgw.controls.usage import _Tail
+
+        self._tail = _Tail(65536)
+        self.translator = translator
+
+    def add(self, out: bytes) -> None:
+        self._tail.add(out)
+
+    def seen(self) -> tuple[bytes, int]:
+        return self._tail.data(), self._tail.total
+
+    @property
+    def usage(self) -> Usage | None:
+        return None  # a finished stream's usage comes back from the translator itself
+
+    @property
+    def known_prompt_tokens(self) -> int:
+        usage = getattr(self.translator, "usage", None)
+        return int(getattr(usage, "prompt_tokens", 0) or 0)

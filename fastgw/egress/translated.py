@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from fastgw.controls.estimate import StreamSeen
 from fastgw.egress.messages import record_dropped
 from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import Exchange
@@ -222,6 +223,7 @@ async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse,
     send = ex.send
     next_chunk = resp.next_chunk
     feed = translator.feed
+    seen = ex.tap = StreamSeen(translator)
     try:
         while (chunk := await next_chunk()) is not None:
             if not ex.t_first:
@@ -231,6 +233,7 @@ async def _chat_stream(ex: Exchange, provider: Provider, resp: UpstreamResponse,
                 if rst is not None:
                     out = rst.feed(out)
                 if out:
+                    seen.add(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             if translator.error is not None:
                 break

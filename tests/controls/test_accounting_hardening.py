@@ -159,6 +159,21 @@ def test_cancelled_stream_without_usage_is_billed_by_estimate(gw, up):
     assert e["prompt_tokens"] >= 100 and e["cost_usd"] > 0
 
 
+def test_cancelled_translated_stream_is_billed_with_the_known_prompt_and_an_estimate(gw, up):
+    head = ANTHROPIC_SSE.split(b"event: content_block_delta")[0]
+    delta = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+             b'{"type":"text_delta","text":"' + b"lorem ipsum " * 8 + b'"}}\n\n')
+    up.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")], chunks=[head] + [delta] * 40,
+                                 interval=0.02, hang=True)
+    body = json.dumps({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}],
+                       "stream": True}).encode()
+    rid = cancel_after(gw.port, body, b"lorem ipsum lorem")
+    e = entry(gw, rid)
+    assert e["error_type"] == "client_disconnected" and e["usage_estimated"] is True, e
+    assert e["prompt_tokens"] == 10  # from message_start, not guessed
+    assert e["completion_tokens"] >= 20, e
+
+
 def test_cancelled_stream_after_the_usage_arrived_is_billed_exactly(gw, up):
     stream = sse_events(3, usage=True).replace(b"data: [DONE]\n\n", b"")
     up.handler = lambda r: Reply(headers=[("content-type", "text/event-stream")], chunks=[stream], hang=True)
