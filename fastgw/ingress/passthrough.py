@@ -84,9 +84,9 @@ async def _client_body(ex: Exchange, timeout: float) -> AsyncIterator[bytes]:
 
 
 def _headers_out(headers: list[tuple[bytes, bytes]], provider: Provider) -> list[tuple[bytes, bytes]]:
-    """The upstream's response headers minus hop-by-hop ones and any that echo the provider's key."""
-    key = provider.cfg.api_key.encode() if provider.cfg.api_key else None
-    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and (key is None or key not in v)]
+    """The upstream's response headers minus hop-by-hop ones and any that echo a provider key."""
+    keys = [key.encode() for key in provider.secrets]
+    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and not any(key in v for key in keys)]
 
 
 def register(table: RouteTable) -> None:
