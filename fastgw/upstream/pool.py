@@ -99,9 +99,13 @@ class Pool:
             async with asyncio.timeout(self.pool_timeout):
                 conn = await fut
         except TimeoutError:
-            raise PoolTimeout(
-                f"all {self.max_connections} connections to the upstream are busy"
-            ) from None
+            if not (fut.done() and not fut.cancelled()):
+                raise PoolTimeout(
+                    f"all {self.max_connections} connections to the upstream are busy"
+                ) from None
+            # A connection (or a slot) was handed to us just as the wait timed out: it is
+            # ours -- dropping it here would leak its slot for good.
+            conn = fut.result()
         except BaseException:
             if fut.done() and not fut.cancelled():
                 # A connection (or a slot) was handed to us as we were cancelled: pass it on.

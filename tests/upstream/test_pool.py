@@ -127,3 +127,29 @@ def test_json_reply_helper_roundtrip(upstream):
         await pool.aclose()
 
     asyncio.run(run())
+
+
+def test_a_connection_handed_over_as_the_wait_times_out_is_not_lost(upstream):
+    """The race a burst hit: a connection is released to a waiter in the same loop turn as
+    its wait times out (the release runs first, the timeout's cancel next, the waiter's
+    wake-up last). The waiter must keep the connection -- before the fix it raised
+    PoolTimeout and the connection's slot stayed "in use" for good."""
+    upstream.handler = lambda r: Reply(chunks=[b"ok"], content_length=True)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        pool = make_pool(upstream.port, max_connections=1, pool_timeout=0.2)
+        conn = await pool.acquire()
+        t0 = loop.time()
+        waiter = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0)  # the waiter is now waiting, its timeout due at about t0 + 0.2
+        import time
+
+        loop.call_at(t0 + 0.1, time.sleep, 0.2)  # block the loop past the deadline ...
+        loop.call_at(t0 + 0.15, pool.release, conn)  # ... so the release and the timeout are due together
+        got = await waiter  # the connection, or its slot to open a new one in (it was never used)
+        pool.release(got)
+        assert pool.in_use == 0 and pool.size == len(pool.idle) <= 1
+        await pool.aclose()
+
+    asyncio.run(run())
