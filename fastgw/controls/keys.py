@@ -29,8 +29,11 @@ process's cache at once; other processes see it when their entry expires (<= TTL
 Spend: :meth:`KeyManager.record_spend` is synchronous and O(1); amounts are added to an
 in-memory pending map that counts toward the budget in this process immediately and is
 flushed to the ``spend`` table (additive upsert) by a background task every
-``flush_interval`` s. A request is admitted while spend < budget, so the last admitted
-request may overshoot the budget by its own cost. Budget periods are calendar periods in
+``flush_interval`` s. :meth:`KeyManager.check` refuses a key whose known spend reached its
+budget; before the request, :meth:`KeyManager.reserve` adds the request's worst-case cost
+to the stored spend only if that stays within the budget (one conditional upsert, atomic
+across instances sharing the store), and accounting later records the difference to the
+real cost through ``record_spend`` (see :mod:`fastgw.controls.budgets`). Budget periods are calendar periods in
 UTC (day; ISO week from Monday; month); a key without a period has a lifetime budget.
 """
 
