@@ -166,7 +166,9 @@ def create_virtual_key(cmd: list[str], store_url: str, env: dict[str, str] | Non
 
 def gateway_config(mock_port: int, translated: bool = True, controls: str = "default",
                    redis_url: str | None = None) -> str:
-    """The gateway's YAML config: an OpenAI provider, plus Anthropic and Gemini ones if asked."""
+    """The gateway's YAML config: an OpenAI provider, plus (``translated``) Anthropic and Gemini
+    ones and the routing scenarios' routes. Without ``translated`` the config is the plain
+    OpenAI provider alone, which any revision of fastgw accepts (``scripts/compare-revs``)."""
     text = f"""providers:
   - name: local
     type: openai
@@ -186,7 +188,9 @@ def gateway_config(mock_port: int, translated: bool = True, controls: str = "def
     api_key: gm-test
     models: [{GEMINI_MODEL}]
 """
-    text += routes_config(mock_port) + CONTROLS_CONFIG[controls]
+    if translated:
+        text += routes_config(mock_port)
+    text += CONTROLS_CONFIG[controls]
     if redis_url:
         text += f"redis:\n  url: {redis_url}\n  timeout: 2\n"
     return text

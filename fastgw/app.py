@@ -65,7 +65,7 @@ class Gateway:
         self.env = dict(os.environ) if env is None else env
         self.max_body = config.server.max_body_bytes
         self.inflight = InflightLimit(config.server.max_concurrent_requests)
-        self.sendwatch = SendWatch(config.server.send_timeout)
+        self.sendwatch = SendWatch(config.server.send_timeout, config.server.body_timeout)
         self.backend = AsyncioBackend()
         self.providers = [Provider(p, self.backend) for p in resolved_providers(config, self.env)]
         self.router = Router(self.providers, config.aliases, config.routes)

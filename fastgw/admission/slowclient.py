@@ -2,7 +2,9 @@
 
 * ``server.body_timeout``: the whole request body must arrive within this many seconds
   of the request reaching the gateway, or the answer is ``408 request_timeout``
-  (:func:`body_deadline_error`; the body readers apply it with ``asyncio.timeout``).
+  (:func:`body_deadline_error`). For admitted exchanges the same sweep enforces it (a
+  deadline on the :class:`WatchedSend`, cleared once the body is in): a timer per request
+  costs more than the rest of reading a small body. Other routes use ``asyncio.timeout``.
 * ``server.send_timeout``: a response the client does not read for this many seconds
   (the server's send stays blocked: granian applies backpressure instead of buffering)
   is abandoned: the exchange is cancelled, which closes its upstream stream and frees its
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from fastgw.errors import GatewayError
@@ -33,11 +36,14 @@ def body_deadline_error(timeout: float) -> GatewayError:
 class WatchedSend:
     """An exchange's ASGI ``send``, counting sends started and finished (odd: one is blocked)."""
 
-    __slots__ = ("ex", "inner", "n", "seen", "stuck", "task")
+    __slots__ = ("body_deadline", "body_expired", "ex", "inner", "n", "seen", "stuck", "task")
 
-    def __init__(self, ex: Exchange, inner: Send) -> None:
+    def __init__(self, ex: Exchange, inner: Send, body_deadline: float = 0.0) -> None:
         self.ex = ex
         self.inner = inner
+        # time.monotonic() by which the request body must be in (0: no deadline, or read already).
+        self.body_deadline = body_deadline
+        self.body_expired = False
         self.n = 0
         self.seen = -1  # n at the last sweep
         self.stuck = 0.0  # seconds n has been odd and unchanged
@@ -52,15 +58,17 @@ class WatchedSend:
 class SendWatch:
     """The worker's watch over answers blocked on clients that do not read."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, body_timeout: float | None = None) -> None:
         self.timeout = timeout
-        self.period = min(1.0, timeout / 4)
+        self.body_timeout = body_timeout
+        self.period = min(1.0, timeout / 4, (body_timeout or 4.0) / 4)
         self.active: set[WatchedSend] = set()
         self._task: asyncio.Task[None] | None = None
         self.abandoned = 0
 
     def watch(self, ex: Exchange) -> WatchedSend:
-        watched = WatchedSend(ex, ex.send)
+        body_timeout = self.body_timeout
+        watched = WatchedSend(ex, ex.send, time.monotonic() + body_timeout if body_timeout else 0.0)
         ex.send = watched
         self.active.add(watched)
         return watched
@@ -84,7 +92,13 @@ class SendWatch:
 
     def check(self, elapsed: float) -> None:
         """One sweep: ``elapsed`` seconds since the last one."""
+        now = time.monotonic()
         for w in list(self.active):
+            if w.body_deadline and now >= w.body_deadline and w.task is not None and not w.task.done():
+                w.body_deadline = 0.0
+                w.body_expired = True  # the body reader turns the cancellation into a 408
+                w.task.cancel()
+                continue
             n = w.n
             if n & 1 and n == w.seen:
                 w.stuck += elapsed

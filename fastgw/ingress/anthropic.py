@@ -73,7 +73,7 @@ async def count_tokens(gw: Gateway, ex: Exchange, token: str | None) -> None:
 
 
 async def _serve(gw: Gateway, ex: Exchange, token: str | None, endpoint: bytes) -> None:
-    body = await bodies.read_body(ex.scope, ex.receive, gw.max_body, gw.config.server.body_timeout)
+    body = await bodies.read_admitted_body(ex, gw.max_body, gw.config.server.body_timeout)
     routing = bodies.decode_routing(body)
     stream = routing.stream and endpoint == egress.MESSAGES
     ex.model = routing.model

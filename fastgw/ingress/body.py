@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from fastgw.errors import GatewayError, bad_request
-from fastgw.exchange import ClientGone, header
+from fastgw.exchange import ClientGone, Exchange, header
 
 MAX_MODEL_LENGTH = 512
 
@@ -181,6 +181,27 @@ async def read_body(scope: dict[str, Any], receive: ReceiveCallable, limit: int,
         from fastgw.admission.slowclient import body_deadline_error
 
         raise body_deadline_error(timeout) from None
+
+
+async def read_admitted_body(ex: Exchange, limit: int, timeout: float | None) -> bytes:
+    """:func:`read_body` for an admitted exchange, whose body deadline the worker's send watch
+    enforces (see :mod:`fastgw.admission.slowclient`); without a watch, as :func:`read_body`."""
+    from fastgw.admission.slowclient import WatchedSend, body_deadline_error
+
+    watch = ex.send
+    if not isinstance(watch, WatchedSend) or not watch.body_deadline:
+        return await read_body(ex.scope, ex.receive, limit, timeout)
+    try:
+        return await _read_body(ex.scope, ex.receive, limit)
+    except asyncio.CancelledError:
+        if not watch.body_expired:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        raise body_deadline_error(timeout or 0.0) from None
+    finally:
+        watch.body_deadline = 0.0
 
 
 async def _read_body(scope: dict[str, Any], receive: ReceiveCallable, limit: int) -> bytes:

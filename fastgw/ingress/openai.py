@@ -85,7 +85,7 @@ async def model_detail(gw: Gateway, ex: Exchange, token: str | None) -> None:
 
 
 async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | None = None) -> None:
-    body = await bodies.read_body(ex.scope, ex.receive, gw.max_body, gw.config.server.body_timeout)
+    body = await bodies.read_admitted_body(ex, gw.max_body, gw.config.server.body_timeout)
     routing = bodies.decode_routing(body)
     stream = routing.stream
     if stream and suffix not in STREAMING_ENDPOINTS:
