@@ -32,6 +32,7 @@ from fastgw.egress.messages_routed import serve_routed
 from fastgw.errors import ErrorFormat, GatewayError
 from fastgw.exchange import Exchange
 from fastgw.ingress import body as bodies
+from fastgw.ingress.shared import route_and_admit
 from fastgw.routes import Endpoint, RouteTable
 from fastgw.translate.messages import error_body, error_event, error_type
 
@@ -78,21 +79,7 @@ async def _serve(gw: Gateway, ex: Exchange, token: str | None, endpoint: bytes) 
     stream = routing.stream and endpoint == egress.MESSAGES
     ex.model = routing.model
     ex.stream = stream
-    route = gw.router.resolve(routing.model)
-    provider = route.provider
-    ex.provider = provider.name
-    ex.provider_type = provider.type
-    ex.upstream_model = route.upstream_model
-    controls = gw.controls
-    if token is not None:
-        try:
-            ex.key = await controls.check_key(token, routing.model, f"{provider.name}/{route.upstream_model}")
-        except GatewayError:
-            ex.key = controls.keys.lookup_cached(token) if controls.keys is not None else None
-            raise
-    await controls.admit(ex, body)
-    if controls.capture_bodies:
-        ex.body = body
+    route = await route_and_admit(gw, ex, routing.model, body, token)
     if stream:
         metrics.stream_started()
     try:

@@ -24,6 +24,7 @@ from fastgw.egress.prepare import prepare
 from fastgw.errors import GatewayError
 from fastgw.exchange import Exchange, header
 from fastgw.ingress import body as bodies
+from fastgw.ingress.shared import route_and_admit
 from fastgw.routes import Endpoint, Handler, RouteTable
 from fastgw.routing import attempts
 from fastgw.routing.router import Route
@@ -92,26 +93,12 @@ async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | No
         raise bodies.bad_request(f"Streaming is not supported on {suffix[1:]}.", param="stream")
     ex.model = routing.model
     ex.stream = stream
-    route = gw.router.resolve(routing.model)
-    provider = route.provider
-    ex.provider = provider.name
-    ex.provider_type = provider.type
-    ex.upstream_model = route.upstream_model
-    controls = gw.controls
-    if token is not None:
-        try:
-            ex.key = await controls.check_key(token, routing.model, f"{provider.name}/{route.upstream_model}")
-        except GatewayError:
-            # Refused (model, budget, expiry): still attribute the record to the key.
-            ex.key = controls.keys.lookup_cached(token) if controls.keys is not None else None
-            raise
-    await controls.admit(ex, body)
-    if controls.capture_bodies:
-        ex.body = body
+    route = await route_and_admit(gw, ex, routing.model, body, token)
     if stream:
         metrics.stream_started()
-    cache = controls.cache
-    cached = cache.route_for(suffix, routing.model, f"{provider.name}/{route.upstream_model}") if cache else None
+    cache = gw.controls.cache
+    cached = (cache.route_for(suffix, routing.model, f"{route.provider.name}/{route.upstream_model}")
+              if cache else None)
     try:
         if cached is None:
             await forward(gw, ex, suffix, body, routing, route)
