@@ -41,7 +41,7 @@ from fastgw.controls import metrics
 from fastgw.controls.messages_usage import MessagesUsageTap
 from fastgw.controls.usage import BodyTap, CaptureTap
 from fastgw.egress.relay import relay_body
-from fastgw.errors import GatewayError, bad_request
+from fastgw.errors import GatewayError
 from fastgw.exchange import Exchange, header
 from fastgw.ingress import body as bodies
 from fastgw.routing.providers import Provider
@@ -55,9 +55,9 @@ from fastgw.translate.messages_request import DROPPED_ALWAYS, to_chat
 from fastgw.translate.messages_stream import MessagesStream
 from fastgw.upstream.call import (
     ERROR_BODY_LIMIT,
-    kept_headers,
     midstream_error_event,
     open_upstream,
+    relayed_headers,
     upstream_failure,
     upstream_headers,
 )
@@ -78,7 +78,6 @@ COUNT_TOKENS = b"/v1/messages/count_tokens"
 DEFAULT_VERSION = b"2023-06-01"
 BODY_LIMIT = 64 * 1024 * 1024
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-_decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
 # Metric labels stay bounded: known names, dated tool types, else "other".
 _KNOWN_DROPS = frozenset(DROPPED_ALWAYS) | {"thinking", "output_config.effort", "top_k",
@@ -103,7 +102,7 @@ async def dispatch(gw: Gateway, ex: Exchange, body: bytes, stream: bool, route: 
     if wire == "anthropic":
         await _relay(gw, ex, provider, route, body, stream, endpoint)
         return
-    request = _object(body)
+    request = bodies.decode_object(body)
     if endpoint == COUNT_TOKENS:
         await _estimate_tokens(ex, provider, request)
         return
@@ -213,7 +212,7 @@ async def _anthropic_error_answer(resp: UpstreamResponse,
         ok = False
     if not ok:
         status, data = from_openai_error(status, openai_error_body(status, data, provider))
-    return status, data, _kept(resp)
+    return status, data, relayed_headers(resp)
 
 
 # -- OpenAI-compatible and Gemini: translated --------------------------------------------------
@@ -290,7 +289,7 @@ async def _translated_error_answer(ex: Exchange, resp: UpstreamResponse,
     else:
         status, envelope = resp.status, openai_error_body(resp.status, data, provider)
     status, body = from_openai_error(status, envelope)
-    return status, body, _kept(resp)
+    return status, body, relayed_headers(resp)
 
 
 async def _translated_body(ex: Exchange, provider: Provider, route: Route | Deployment,
@@ -309,7 +308,7 @@ async def _translated_body(ex: Exchange, provider: Provider, route: Route | Depl
         log.warning("request %s: provider %s sent a malformed %d body", ex.request_id, provider.name, resp.status)
         raise GatewayError(502, f"The upstream provider '{provider.name}' returned a malformed response.",
                            type="upstream_error", code="upstream_malformed") from None
-    await ex.respond(resp.status, out, extra=_kept(resp))
+    await ex.respond(resp.status, out, extra=relayed_headers(resp))
     return usage
 
 
@@ -321,7 +320,7 @@ async def _translated_stream(ex: Exchange, provider: Provider, route: Route | De
         first = gemini.StreamTranslator(model=route.model, include_usage=True,
                                         framing="json-array" if json_array else "sse")
     translator = MessagesStream(model=route.model)
-    await ex.start(200, _SSE_HEADERS + _kept(resp) + ex.gateway_headers())
+    await ex.start(200, _SSE_HEADERS + relayed_headers(resp) + ex.gateway_headers())
     send = ex.send
     next_chunk = resp.next_chunk
     feed = translator.feed
@@ -364,16 +363,4 @@ async def _estimate_tokens(ex: Exchange, provider: Provider, request: dict[str, 
 # -- shared ------------------------------------------------------------------------------------
 
 
-def _kept(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in kept_headers(resp.headers) if k not in (b"content-type", b"content-length")]
-
-
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        request = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(request, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return request
 

@@ -20,7 +20,6 @@ from fastgw.egress.messages import (
     _anthropic_error_answer,
     _anthropic_headers,
     _estimate_tokens,
-    _object,
     _translated_body,
     _translated_call,
     _translated_error_answer,
@@ -64,7 +63,7 @@ class MessagesDoor(attempts.Door):
 
     def _object(self) -> dict[str, Any]:
         if self.request is None:
-            self.request = _object(self.body)
+            self.request = bodies.decode_object(self.body)
         return self.request
 
     def local(self, dep: Deployment) -> bool:

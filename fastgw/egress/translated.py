@@ -45,6 +45,7 @@ from fastgw.controls.estimate import StreamSeen
 from fastgw.egress.messages import record_dropped
 from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import Exchange
+from fastgw.ingress import body as bodies
 from fastgw.routing.providers import Provider
 from fastgw.routing.router import Route
 from fastgw.tokens import Usage
@@ -70,7 +71,6 @@ BODY_LIMIT = 64 * 1024 * 1024
 
 _TRANSLATORS: dict[str, ModuleType] = {"anthropic": anthropic, "gemini": gemini}
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-_decode = msgspec.json.decode
 
 
 class Call:
@@ -121,7 +121,7 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
     """Translate the client's request for ``provider`` (a :class:`GatewayError` when it cannot be)."""
     cfg = provider.cfg
     if suffix in ("/chat/completions", "/responses"):
-        request = _object(body)
+        request = bodies.decode_object(body)
         responses = None
         dropped: list[str] = []
         stream, include_usage = routing.stream, routing.include_usage
@@ -144,7 +144,7 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
         call.dropped = dropped
         return call
     if suffix == "/embeddings":
-        request = _object(body)
+        request = bodies.decode_object(body)
         if provider.wire != "gemini":
             raise bad_request(f"Provider '{provider.name}' ({provider.type}) has no embeddings endpoint.",
                               param="model", code="unsupported_endpoint")
@@ -309,15 +309,6 @@ async def _read(ex: Exchange, provider: Provider, resp: UpstreamResponse) -> byt
     ex.upstream_wait = resp.wait
     return data
 
-
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        request = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(request, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return request
 
 
 def _translation_error(exc: TranslationError) -> GatewayError:

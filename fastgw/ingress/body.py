@@ -35,6 +35,7 @@ class RoutingFields(msgspec.Struct):
 
 _routing_decoder = msgspec.json.Decoder(RoutingFields)
 _raw_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
@@ -122,6 +123,21 @@ def decode_raw_object(body: bytes) -> dict[str, msgspec.Raw]:
 
 # Models whose OpenAI API takes max_completion_tokens and refuses max_tokens.
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The whole body as a JSON object (for translation); a 400 when it is not one."""
+    try:
+        request = _decoder.decode(body)
+    except RecursionError:
+        raise too_deep() from None
+    except UnicodeDecodeError:
+        raise not_utf8() from None
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(request, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return request
 
 
 def needs_max_completion_tokens(provider_type: str, upstream_model: str) -> bool:
