@@ -2,7 +2,7 @@
 
 :func:`dispatch` serves one admitted request whose route is known:
 
-* an Anthropic provider -- the byte relay (:func:`fastgw.egress.relay.relay_body`): the
+* an Anthropic provider -- the byte relay (:func:`fastgw.egress.relay.relay`): the
   client's body goes upstream unchanged (a renamed or aliased model rewrites only the
   ``model`` member, :func:`fastgw.ingress.body.rewrite`) with the provider's credentials,
   the client's ``anthropic-version`` / ``anthropic-beta`` headers and its query string
@@ -40,7 +40,7 @@ from h11._headers import Headers
 from fastgw.controls import metrics
 from fastgw.controls.messages_usage import MessagesUsageTap
 from fastgw.controls.usage import BodyTap, CaptureTap
-from fastgw.egress.relay import relay_body
+from fastgw.egress.relay import relay
 from fastgw.errors import GatewayError
 from fastgw.exchange import Exchange, header
 from fastgw.ingress import body as bodies
@@ -170,15 +170,7 @@ async def _relay(gw: Gateway, ex: Exchange, provider: Provider, route: Route, bo
     ex.tap = tap
     target = provider.target(endpoint, ex.scope.get("query_string") or b"")
     headers = _anthropic_headers(provider, ex.scope, len(body))
-    async with watch_client(ex):
-        resp = await open_upstream(provider, b"POST", target, headers, body, ex)
-        try:
-            if resp.status >= 400:
-                await _relay_error(ex, resp, provider)
-                return
-            await relay_body(ex, resp, provider, stream=stream, tap=tap)
-        finally:
-            await resp.aclose()
+    await relay(ex, provider, target, body, stream=stream, tap=tap, headers=headers, on_error=_relay_error)
 
 
 class _ErrorShape(msgspec.Struct):

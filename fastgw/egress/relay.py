@@ -19,6 +19,7 @@ event and the stream closes without ``[DONE]``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Protocol
 
@@ -88,14 +89,21 @@ async def relay(
     stream: bool,
     client_auth: bytes | None = None,
     tap: Tap | None = None,
+    headers: HeaderItems | None = None,
+    on_error: Callable[[Exchange, UpstreamResponse, Provider], Awaitable[None]] | None = None,
 ) -> None:
-    """POST ``body`` to ``target`` on ``provider`` and relay the answer to the client."""
-    headers = upstream_headers(provider, len(body), client_auth)
+    """POST ``body`` to ``target`` on ``provider`` and relay the answer to the client.
+
+    ``headers``: the request headers to send (default: the provider's JSON POST headers);
+    ``on_error``: how an upstream 4xx/5xx reaches the client (default: :func:`relay_error`).
+    """
+    if headers is None:
+        headers = upstream_headers(provider, len(body), client_auth)
     async with watch_client(ex):
         resp = await open_upstream(provider, b"POST", target, headers, body, ex)
         try:
             if resp.status >= 400:
-                await relay_error(ex, resp, provider)
+                await (on_error or relay_error)(ex, resp, provider)
                 return
             await relay_body(ex, resp, provider, stream=stream, tap=tap)
         finally:
