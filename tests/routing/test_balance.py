@@ -134,3 +134,19 @@ def test_backoff_is_exponential_with_full_jitter_and_capped():
         delays = [backoff(plan, waits) for _ in range(200)]
         assert min(delays) >= 0 and max(delays) <= cap
         assert max(delays) > cap * 0.9 and min(delays) < cap * 0.1  # full jitter: the whole range
+
+
+@pytest.mark.parametrize("cooldown", [30.0, 300.0])
+def test_a_refused_key_sits_out_exactly_key_cooldown_s(cooldown):
+    cfg = ProviderConfig(name="p", type="openai", base_url="http://127.0.0.1:9/v1",
+                         api_keys=["sk-one-0000000001", "sk-two-0000000002"], key_cooldown_s=cooldown)
+    ring = Provider(cfg, AsyncioBackend()).keys
+    assert ring is not None
+    first = ring.pick(0.0)
+    assert ring.answered(first, 401, 0.0)
+    # Set aside: every pick before the cool-down ends is the other key.
+    assert {ring.pick(t) is first for t in (1.0, 2.0, cooldown - 0.5, cooldown - 0.1)} == {False}
+    assert ring.usable(cooldown - 0.1) == 1
+    # Back in rotation once key_cooldown_s has passed.
+    assert ring.usable(cooldown) == 2
+    assert first in (ring.pick(cooldown), ring.pick(cooldown))
