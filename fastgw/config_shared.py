@@ -76,6 +76,9 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_entry_bytes: int = 1024 * 1024
     # Cache keys are scoped by virtual key; a namespace shares one cache between all keys.
     namespace: str | None = None
+    # Redis backend: identical misses on other workers and instances wait up to this many
+    # seconds for the first one's answer (which holds a lock as long at most); 0: per worker only.
+    coalesce_wait_s: float = 30.0
 
 
 def check_shared(redis: RedisConfig, limits: LimitsConfig, budgets: BudgetsConfig, cache: CacheConfig) -> str | None:
@@ -102,6 +105,8 @@ def check_shared(redis: RedisConfig, limits: LimitsConfig, budgets: BudgetsConfi
         return "limits.concurrency_lease: expected a number > 0"
     if budgets.default_completion_tokens < 0:
         return "budgets.default_completion_tokens: expected a number >= 0"
+    if cache.coalesce_wait_s < 0:
+        return "cache.coalesce_wait_s: expected a number >= 0"
     for path, route in cache.routes.items():
         if not path.startswith("/v1/"):
             return f"cache.routes.{path}: expected an endpoint such as /v1/chat/completions"

@@ -28,6 +28,14 @@ _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(Entry).decode
 
 
+def unpack_entry(raw: bytes) -> Entry | None:
+    """An entry as stored in Redis, or None when the bytes are not one."""
+    try:
+        return _unpack(raw)
+    except msgspec.DecodeError:
+        return None
+
+
 class MemoryCache:
     """LRU by bytes stored (body sizes plus a fixed overhead per entry), per worker."""
 
@@ -80,10 +88,7 @@ class RedisCache:
             return None
         if raw is None:
             return None
-        try:
-            return _unpack(raw)
-        except msgspec.DecodeError:
-            return None
+        return unpack_entry(raw)
 
     async def set(self, key: str, entry: Entry, ttl: float) -> None:
         client = self.redis.client

@@ -10,7 +10,10 @@ skips both. :meth:`ResponseCache.serve`:
 2. on a miss, the first request becomes the *leader*: it goes upstream as usual,
    marked ``x-fastgw-cache: miss``, while what its client receives (status, type,
    body bytes) is recorded; identical requests arriving meanwhile wait for it and
-   are answered from its recording (one upstream call for all of them, per worker);
+   are answered from its recording (one upstream call for all of them, per worker).
+   With the Redis backend the leader first joins the other workers and instances
+   (:mod:`fastgw.cache.coalesce`): it goes upstream only when it owns the key's lock,
+   and otherwise waits for the owner's stored answer, served as a hit;
 3. a complete 200 answer (a stream that ended with its final event) is stored with
    the route's TTL; anything else is not, and waiting requests go upstream themselves.
 
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastgw.cache.backends import Entry, MemoryCache, RedisCache
+from fastgw.cache.coalesce import Coalescer, usable
 from fastgw.cache.key import cache_key, normalise
 from fastgw.config_shared import CacheConfig, CacheRoute
 from fastgw.controls import metrics
@@ -92,6 +96,9 @@ class ResponseCache:
         self.backend = backend
         self.routes = {path[len("/v1"):]: route for path, route in cfg.routes.items()}
         self._flights: dict[str, asyncio.Future[Entry | None]] = {}
+        # Across workers and instances: with the Redis backend unless cache.coalesce_wait_s is 0.
+        self.coalescer = (Coalescer(backend.redis, backend.prefix, cfg.coalesce_wait_s)
+                          if isinstance(backend, RedisCache) and cfg.coalesce_wait_s > 0 else None)
 
     def route_for(self, suffix: str, model: str, qualified: str) -> CacheRoute | None:
         route = self.routes.get(suffix)
@@ -116,33 +123,49 @@ class ResponseCache:
         key = cache_key(tenant, endpoint, normalised)
         if lookup:
             entry = await self.backend.get(key)
-            if entry is not None and (not entry.stream or entry.has_usage or not include_usage):
+            if usable(entry, include_usage):
                 await self._hit(ex, entry, include_usage)
                 return
             flight = self._flights.get(key)
             if flight is not None:
                 entry = await asyncio.shield(flight)
-                if entry is not None and (not entry.stream or entry.has_usage or not include_usage):
+                if usable(entry, include_usage):
                     await self._hit(ex, entry, include_usage)
                     return
-        metrics.REGISTRY.inc("fastgw_cache_requests_total", ("miss" if lookup else "bypass",))
         leader = lookup and key not in self._flights
         flight = asyncio.get_running_loop().create_future() if leader else None
         if flight is not None:
             self._flights[key] = flight
-        recorder = _Recorder(ex.send, self.cfg.max_entry_bytes)
-        ex.send = recorder
         entry = None
+        token = None
         try:
-            await dispatch()
-            entry = self._entry(recorder, ex.stream, endpoint)
-            if entry is not None:
-                await self.backend.set(key, entry, route.ttl)
+            if flight is not None and self.coalescer is not None:
+                # This worker's leader for the key: the first across workers goes upstream.
+                token, entry = await self.coalescer.join(key)
+                if usable(entry, include_usage):
+                    await self._hit(ex, entry, include_usage)
+                    return
+            metrics.REGISTRY.inc("fastgw_cache_requests_total", ("miss" if lookup else "bypass",))
+            recorder = _Recorder(ex.send, self.cfg.max_entry_bytes)
+            ex.send = recorder
+            try:
+                await dispatch()
+                entry = self._entry(recorder, ex.stream, endpoint)
+                if entry is not None:
+                    await self.backend.set(key, entry, route.ttl)
+            finally:
+                ex.send = recorder.send
         finally:
-            ex.send = recorder.send
             if flight is not None:
                 del self._flights[key]
                 flight.set_result(entry)
+            if token is not None:
+                assert self.coalescer is not None
+                await self.coalescer.release(key, token, entry is not None)
+
+    async def stop(self) -> None:
+        if self.coalescer is not None:
+            await self.coalescer.stop()
 
     @staticmethod
     async def _dispatch_marked(ex: Exchange, dispatch: Callable[[], Awaitable[None]]) -> None:

@@ -109,6 +109,8 @@ class Controls:
 
     async def stop(self) -> None:
         await self.limits.backend.stop()
+        if self.cache is not None:
+            await self.cache.stop()
         if self.redis is not None:
             await self.redis.close()
         self._lag.stop()
