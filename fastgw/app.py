@@ -89,6 +89,8 @@ class Gateway:
 
         await discover_models(self.providers)
         self.router = Router(self.providers, self.config.aliases, self.config.routes)
+        if self.controls.quota is not None:
+            self.router.use_quota(self.controls.quota)
         watch_plans(self.router.plans)
         self._build_model_list()
         await self.controls.start([(p.name, p.pool) for p in self.providers if p.pool is not None])

@@ -49,6 +49,10 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
     providers: dict[str, Rates] = {}
     # Seconds a concurrency slot is held at most in Redis when an instance dies mid-request.
     concurrency_lease: float = 900.0
+    # Every target of a request full (model/provider limits): seconds it may wait for room
+    # (0: refuse at once), and how many requests of a worker may wait at a time.
+    queue_s: float = 5.0
+    queue_max: int = 100
 
 
 class BudgetsConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -103,6 +107,10 @@ def check_shared(redis: RedisConfig, limits: LimitsConfig, budgets: BudgetsConfi
                     return f"{where}{'.' + name if name else ''}.{field}: expected a number >= 1"
     if limits.concurrency_lease <= 0:
         return "limits.concurrency_lease: expected a number > 0"
+    if limits.queue_s < 0:
+        return "limits.queue_s: expected a number >= 0"
+    if limits.queue_max < 0:
+        return "limits.queue_max: expected a number >= 0"
     if budgets.default_completion_tokens < 0:
         return "budgets.default_completion_tokens: expected a number >= 0"
     if cache.coalesce_wait_s < 0:

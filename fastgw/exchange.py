@@ -59,6 +59,7 @@ class Exchange:
         "dropped",
         "error_type",
         "errors",
+        "held",
         "key",
         "model",
         "path_taken",
@@ -113,6 +114,7 @@ class Exchange:
         self.attempts = 0  # upstream attempts made by the attempt loop (0: one plain attempt)
         self.attempt_log: list[str] | None = None  # "provider/model:outcome" per attempt (attempt loop)
         self.ticket: Any = None  # the admission ticket (limits, budget reservation), when one applies
+        self.held: Any = None  # the ticket of the target being tried, when it has model/provider limits
 
     def gateway_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers fastgw adds to every answer it relays."""

@@ -282,10 +282,11 @@ class Limiter:
         return _rules_of("key", key.id, own, self.divisor)
 
     async def admit(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
-                    request_id: str) -> Ticket | None:
-        """Check and count a request; None when no limit applies. Raises 429 on refusal."""
+                    request_id: str, *, targets: bool = True) -> Ticket | None:
+        """Check and count a request; None when no limit applies. Raises 429 on refusal.
+        ``targets=False``: the key's limits only (the target's are counted per attempt)."""
         rules = self.key_rules(key)
-        if self.has_config_rules:
+        if self.has_config_rules and targets:
             rules = rules + self.route_rules(provider, upstream_model, model)
         if not rules:
             return None
@@ -360,6 +361,50 @@ class Limiter:
         return GatewayError(429, message, type="rate_limit_exceeded", param=None,
                             code=f"{rule.scope}_{rule.name}_limit",
                             headers=[(b"retry-after", str(retry).encode()), *headers])
+
+
+    async def check(self, rules: list[Rule], costs: list[int], request_id: str) -> Ticket | Refusal | None:
+        """Check and count ``rules`` (with ``costs``) without raising a refusal: the ticket, the
+        :class:`Refusal`, or None when the backend cannot answer and limits fail open (503 when
+        they fail closed)."""
+        try:
+            outcome = await self.backend.acquire(rules, costs, request_id)
+        except LimitsUnavailable:
+            if self.fail_open:
+                return None
+            raise GatewayError(503, "Rate limits cannot be checked right now; retry shortly.",
+                               type="overloaded", code="limits_unavailable",
+                               headers=[(b"retry-after", b"1")]) from None
+        estimate = 0
+        for rule, cost in zip(rules, costs, strict=True):
+            if rule.name == "tpm":
+                estimate = cost
+        ticket = Ticket(rules, request_id, estimate, int(outcome.now))
+        ticket.headers = self._headers(rules, outcome)
+        if not outcome.failed:
+            return ticket
+        i = outcome.failed - 1
+        rule = rules[i]
+        if rule.kind == CONCURRENCY_KIND:
+            wait, slot = math.inf, rule.counter
+        elif costs[i] > rule.limit or outcome.oldest[i] < 0:
+            wait, slot = math.inf, None  # never fits
+        else:
+            wait, slot = max(0.0, outcome.oldest[i] + BUCKETS - outcome.now), None
+        return Refusal(self._refusal(rules, costs, outcome, ticket.headers), wait, slot)
+
+
+class Refusal:
+    """A refused :meth:`Limiter.check`: the 429 to answer, the seconds until the refusing window
+    has room (``inf``: not by waiting), and the refusing concurrency counter (room comes when one of
+    its slots is freed)."""
+
+    __slots__ = ("error", "slot", "wait")
+
+    def __init__(self, error: GatewayError, wait: float, slot: str | None) -> None:
+        self.error = error
+        self.wait = wait
+        self.slot = slot
 
 
 class LimitsUnavailable(Exception):

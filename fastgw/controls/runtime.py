@@ -5,11 +5,13 @@ One :class:`Controls` per worker. The request path touches it twice:
 
 * :meth:`Controls.check_key` before routing a request made with a virtual key
   (``sk-fgw-...``): a cache lookup; the store is read only on a miss;
-* :meth:`Controls.admit` once the route is known: rate and concurrency limits
-  (:mod:`fastgw.admission.limits`) and a budgeted key's reservation
+* :meth:`Controls.admit` once the route is known: the key's rate and concurrency limits
+  (:mod:`fastgw.admission.limits`; model and provider limits are counted per upstream
+  attempt by :mod:`fastgw.admission.quota`) and a budgeted key's reservation
   (:mod:`fastgw.controls.budgets`); nothing to do (no await on I/O) when none apply;
 * :meth:`Controls.finish` once the answer went out (:func:`fastgw.controls.accounting.account`),
-  which also settles the admission (frees concurrency slots, corrects token counts).
+  which also settles the admission and the serving target's ticket (frees concurrency
+  slots, corrects token counts).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import msgspec
 
 from fastgw.admission.limits import Limiter, MemoryBackend, Ticket
+from fastgw.admission.quota import Quota
 from fastgw.config import Config
 from fastgw.controls import metrics
 from fastgw.controls.accounting import account
@@ -57,6 +60,10 @@ class Controls:
         divisor = self.workers if self.limits_backend == "memory" and not lim.per_worker else 1
         self.limits = Limiter(lim, MemoryBackend(lim.concurrency_lease), divisor=max(1, divisor),
                               fail_open=config.redis.fail_mode == "open")
+        # Model and provider limits are counted per upstream attempt (the router sends every
+        # limited model through the attempt loop); None when there are none.
+        self.quota = (Quota(lim, self.limits, shared=self.limits_backend == "redis")
+                      if self.limits.has_config_rules else None)
         self.budgets: Budgets | None = None
         self.cache: Any = None  # fastgw.cache.serve.ResponseCache when cache.routes lists endpoints
         self._lag = LoopLagProbe()
@@ -158,7 +165,8 @@ class Controls:
     async def admit(self, ex: Exchange, body: bytes) -> None:
         """Limits, then a budgeted key's reservation; sets ``ex.ticket``. Raises 429/403/503."""
         key = ex.key
-        ticket = await self.limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id)
+        ticket = await self.limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
+                                         targets=False)
         if key is not None and key.budget_usd is not None and self.budgets is not None:
             try:
                 reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body)
@@ -181,14 +189,19 @@ class Controls:
         except Exception:
             log.exception("request %s: accounting failed", ex.request_id)
         ticket = ex.ticket
-        if ticket is not None and ticket.rules:
+        held = ex.held
+        if (ticket is not None and ticket.rules) or held is not None:
             if usage is not None:
                 tokens: int | None = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
             else:
                 # A refused or failed request used nothing; a client that left may have.
                 tokens = 0 if ex.status >= 400 and ex.status != 499 else None
             try:
-                self.limits.settle(ticket, tokens)
+                if ticket is not None and ticket.rules:
+                    self.limits.settle(ticket, tokens)
+                if held is not None and self.quota is not None:
+                    ex.held = None
+                    self.quota.release(held, tokens)
             except Exception:
                 log.exception("request %s: settling limits failed", ex.request_id)
 

@@ -19,6 +19,10 @@ still throw the answer away:
   deployment again with the next key;
 * anything else (a client's mistake: 400, 413, 422...): answered at once.
 
+A deployment whose model/provider limit is full is skipped before it is sent
+anything (no attempt, no breaker verdict); when every one left is full, the
+request waits for room, bounded (:mod:`fastgw.admission.quota`).
+
 One deadline (``deadline_s``) bounds every attempt up to the accepted answer,
 backoff included; a wait that would pass it is not started. When no deployment
 is available (breakers open, ``retry-after`` pending) the client gets one 503
@@ -47,10 +51,11 @@ from fastgw.upstream.client import Timeouts, UpstreamResponse
 from fastgw.upstream.watch import watch_client
 
 if TYPE_CHECKING:
+    from fastgw.admission.quota import QuotaRun
     from fastgw.app import Gateway
     from fastgw.ingress.body import Routing
 
-OK, RETRY, FALLBACK, KEY, ERROR = "ok", "retry", "fallback", "key", "error"
+OK, RETRY, FALLBACK, KEY, ERROR, LIMITED = "ok", "retry", "fallback", "key", "error", "limited"
 _CONVERSATION = b"x-fastgw-conversation-id"
 
 
@@ -136,8 +141,9 @@ async def run(ex: Exchange, plan: RoutePlan, body: bytes, door: Door) -> None:
     if not order:
         stats.unavailable(plan.name)
         raise _unavailable(plan, ex.model or plan.name, now, "every target is down")
+    quota = plan.quota.start(ex, body) if plan.quota is not None else None
     async with watch_client(ex):
-        await _Run(ex, plan, now, door).go(order)
+        await _Run(ex, plan, now, door, quota).go(order)
 
 
 def _session(ex: Exchange, plan: RoutePlan, body: bytes) -> bytes | None:
@@ -180,12 +186,13 @@ def _retry_after(headers: list[tuple[bytes, bytes]]) -> float:
 class _Run:
     """One request's walk over the deployments."""
 
-    __slots__ = ("deadline", "door", "ex", "plan", "prepared", "waited")
+    __slots__ = ("deadline", "door", "ex", "plan", "prepared", "quota", "waited")
 
-    def __init__(self, ex: Exchange, plan: RoutePlan, now: float, door: Door) -> None:
+    def __init__(self, ex: Exchange, plan: RoutePlan, now: float, door: Door, quota: QuotaRun | None) -> None:
         self.ex = ex
         self.plan = plan
         self.door = door
+        self.quota = quota  # the targets' model/provider limits, when any has one
         self.deadline = now + plan.deadline if plan.deadline else None
         self.prepared: dict[Deployment, Any] = {}
         # Seconds spent on failed attempts and backoff: waiting, not gateway overhead.
@@ -196,6 +203,9 @@ class _Run:
         budget = 1 + plan.attempts
         queue = order
         again: list[Deployment] = []  # failed retryably: may be tried once more after a backoff
+        limited: list[Deployment] = []  # skipped: a model/provider limit was full
+        quota = self.quota
+        refused = False
         last: _Failure | None = None
         made = 0
         waits = 0
@@ -221,9 +231,22 @@ class _Run:
                 await asyncio.sleep(delay)
                 self.waited += loop.time() - now
                 now = loop.time()
+            elif limited and quota is not None:
+                # Every target left is full: wait (bounded) for room, then try them again.
+                if not await quota.wait(self.deadline):
+                    refused = True
+                    break
+                self.waited += loop.time() - now
+                queue, limited = limited, []
+                continue
             else:
                 break
             if not dep.breaker.allow(now):
+                continue
+            if quota is not None and not await quota.take(dep):
+                dep.breaker.neutral()
+                stats.attempt(plan.name, dep.name, LIMITED)
+                limited.append(dep)
                 continue
             if made:
                 if last is not None and last.outcome == FALLBACK:
@@ -234,6 +257,8 @@ class _Run:
             failure = await self.attempt(dep, made, now)
             if failure is None:
                 return
+            if quota is not None:
+                quota.failed()
             self.waited += loop.time() - now
             last = failure
             if failure.outcome == KEY:
@@ -245,6 +270,9 @@ class _Run:
         ex = self.ex
         ex.upstream = None
         ex.upstream_wait = self.waited
+        if refused:
+            assert quota is not None
+            raise quota.refused()
         if last is None:
             stats.unavailable(plan.name)
             raise _unavailable(plan, self.ex.model or plan.name, loop.time(), "every target is down")

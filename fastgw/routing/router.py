@@ -20,11 +20,12 @@ costs one dict lookup on the hot path.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from fastgw.errors import GatewayError, model_not_found
 from fastgw.routing.policy import RouteConfig
 from fastgw.routing.providers import Provider
-from fastgw.routing.targets import RoutePlan, alias_plan, build_plan, key_rotation_plan
+from fastgw.routing.targets import RoutePlan, alias_plan, build_plan, key_rotation_plan, single_plan
 
 _CACHE_LIMIT = 4096
 
@@ -57,6 +58,7 @@ class Router:
         }
         self.route_configs = routes or {}
         self._cache: dict[str, Route] = {}
+        self.quota: Any = None  # fastgw.admission.quota.Quota: model/provider limits per attempt
         # Every route and multi-target alias, built once: their breakers and load live here.
         self.plans: dict[str, RoutePlan] = {}
         for name, cfg in self.route_configs.items():
@@ -70,6 +72,15 @@ class Router:
                     self.plans[name] = alias_plan(name, [self._target(t) for t in targets])
                 except GatewayError:
                     continue
+
+    def use_quota(self, quota: Any) -> None:
+        """Count model and provider limits per attempt: on every plan with a limited deployment,
+        and (in :meth:`resolve`) on a plain model with one, which then gets a one-target plan."""
+        self.quota = quota
+        self._cache.clear()
+        for plan in self.plans.values():
+            if any(quota.rules(d.provider.name, d.upstream_model, d.model) for d in plan.deployments):
+                plan.quota = quota
 
     def _target(self, target: str) -> tuple[Provider, str]:
         route = self._resolve_direct(target)
@@ -107,6 +118,11 @@ class Router:
             route = self._resolve_direct(model)
         if plan is None and route.provider.keys is not None:
             route.plan = key_rotation_plan(model, route.provider, route.upstream_model)
+        quota = self.quota
+        if plan is None and quota is not None and quota.rules(route.provider.name, route.upstream_model, model):
+            if route.plan is None:
+                route.plan = single_plan(model, route.provider, route.upstream_model)
+            route.plan.quota = quota
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[model] = route

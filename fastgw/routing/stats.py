@@ -4,7 +4,8 @@ Labels are bounded by the configuration: ``route`` is a configured route or
 alias name, ``deployment`` one of its targets, ``outcome`` one of ``ok``
 (served), ``retry`` (failed, tried again), ``fallback`` (answered a fall-back
 status, next target), ``key`` (a refused or rate-limited key, tried with the
-next one), ``error`` (failed, answered to the client).
+next one), ``error`` (failed, answered to the client), ``limited`` (skipped, not
+sent: its model/provider limit was full).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastgw.routing.targets import RoutePlan
 
 _R = metrics.REGISTRY
 _R.define("fastgw_route_attempts_total", "counter", "Upstream attempts of routed requests by outcome "
-          "(ok|retry|fallback|key|error).", ("route", "deployment", "outcome"))
+          "(ok|retry|fallback|key|error; limited: skipped, its model/provider limit full).", ("route", "deployment", "outcome"))
 _R.define("fastgw_route_retries_total", "counter", "Attempts made after a retryable failure.", ("route",))
 _R.define("fastgw_route_fallbacks_total", "counter", "Attempts made on the next target after a fall-back "
           "status.", ("route",))

@@ -10,7 +10,7 @@ per request). A :class:`RoutePlan` holds a route's deployments and policy;
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastgw.routing.breaker import Breaker
 from fastgw.routing.policy import BreakerConfig, FallbackStatus, RetryConfig, RouteConfig, StickyConfig
@@ -63,7 +63,7 @@ class RoutePlan:
     """A route's deployments (priority order) and the policy of its attempt loop."""
 
     __slots__ = ("attempts", "backoff_base", "backoff_max", "deadline", "deployments", "fallback_codes",
-                 "fallback_statuses", "name", "retry_statuses", "sticky", "sticky_header", "strategy",
+                 "fallback_statuses", "name", "quota", "retry_statuses", "sticky", "sticky_header", "strategy",
                  "turn")
 
     def __init__(self, name: str, deployments: list[Deployment], *, strategy: str, retry: RetryConfig,
@@ -89,6 +89,8 @@ class RoutePlan:
         self.sticky = sticky
         self.sticky_header = sticky.header.lower().encode() if sticky is not None else b""
         self.turn = 0  # rotates ties (least in-flight)
+        # fastgw.admission.quota.Quota when a deployment has model/provider limits (counted per attempt).
+        self.quota: Any = None
 
     def describe(self) -> str:
         targets = ", ".join(f"{d.name}" + (f" (weight {d.weight:g})" if self.strategy == "weighted" else "")
@@ -129,6 +131,14 @@ def alias_plan(name: str, targets: list[tuple[Provider, str]]) -> RoutePlan:
     deployments = [Deployment(name, p, m, 1.0, 0, cfg.breaker, name) for p, m in targets]
     return RoutePlan(name, deployments, strategy="ordered", retry=cfg.retry, fallback_on=cfg.fallback_on,
                      deadline=cfg.deadline_s, sticky=None)
+
+
+def single_plan(name: str, provider: Provider, upstream_model: str) -> RoutePlan:
+    """A plain model with model/provider limits: one deployment, no retries, so the attempt loop
+    counts its limits per attempt and may wait for room."""
+    deployment = Deployment(name, provider, upstream_model, 1.0, 0, BreakerConfig(enabled=False), name)
+    return RoutePlan(name, [deployment], strategy="ordered", retry=RetryConfig(attempts=0, on_status=[]),
+                     fallback_on=[], deadline=None, sticky=None)
 
 
 def key_rotation_plan(name: str, provider: Provider, upstream_model: str) -> RoutePlan:
