@@ -22,6 +22,8 @@ OPENAI_MODEL = "gpt-4o-mini"
 # one of FAILOVER_MODEL's deployments answers 503 to every request (the mock's error knobs).
 ROUTED_MODEL = "routed-gpt"
 FAILOVER_MODEL = "failover-gpt"
+# The same route shape whose deployments have provider limits (never reached): counted per attempt.
+LIMITED_MODEL = "limited-gpt"
 
 
 class GatewayError(RuntimeError):
@@ -236,15 +238,19 @@ class RedisProc:
 def routes_config(mock_port: int) -> str:
     """Providers and routes for the routing scenarios (retries and breakers at their defaults)."""
     text = ""
+    models = {"r": ROUTED_MODEL, "f": FAILOVER_MODEL, "l": LIMITED_MODEL}
     for name, extra in (("r1", ""), ("r2", ""), ("r3", ""), ("f1", ""), ("f2", ""),
-                        ("f3", ', headers: {x-mock-error-rate: "1", x-mock-error-status: "503"}')):
-        model = ROUTED_MODEL if name.startswith("r") else FAILOVER_MODEL
+                        ("f3", ', headers: {x-mock-error-rate: "1", x-mock-error-status: "503"}'),
+                        ("l1", ""), ("l2", ""), ("l3", "")):
         text += (f"  - {{name: {name}, type: openai, base_url: 'http://127.0.0.1:{mock_port}/v1', "
-                 f"api_key: sk-test, models: [{model}]{extra}}}\n")
+                 f"api_key: sk-test, models: [{models[name[0]]}]{extra}}}\n")
     text += "routes:\n"
-    for model, prefix in ((ROUTED_MODEL, "r"), (FAILOVER_MODEL, "f")):
+    for prefix, model in models.items():
         targets = ", ".join(f"{prefix}{i}/{model}" for i in (1, 2, 3))
         text += f"  {model}: {{targets: [{targets}], strategy: weighted}}\n"
+    text += "limits:\n  providers:\n"
+    for i in (1, 2, 3):
+        text += f"    l{i}: {{rpm: 1000000000, tpm: 1000000000000, concurrency: 1000000}}\n"
     return text
 
 

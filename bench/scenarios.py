@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench import payloads as P
-from bench.gateway import ANTHROPIC_MODEL, FAILOVER_MODEL, GEMINI_MODEL, OPENAI_MODEL, ROUTED_MODEL
+from bench.gateway import (
+    ANTHROPIC_MODEL,
+    FAILOVER_MODEL,
+    GEMINI_MODEL,
+    LIMITED_MODEL,
+    OPENAI_MODEL,
+    ROUTED_MODEL,
+)
 from bench.loadgen import RequestSpec
 from bench.mock_upstream import Knobs
 
@@ -66,6 +73,9 @@ DESCRIPTIONS = {
                     "untouched); compare gw cpu us/req with chat_stream of the same run",
     "route_failover_stream": "SSE via a route over three deployments, one of them answering 503 to every request "
                              "(retries and breakers on): errors (target 0), +ttfb/+total vs direct",
+    "route_limited_stream": "route_stream's shape over three deployments with provider rpm/tpm/concurrency limits "
+                            "(never reached), checked and counted per attempt; compare gw cpu us/req with "
+                            "route_stream of the same run",
     "paced_route_stream": "paced_stream through the three-deployment route: +ttfb vs paced_stream",
     "passthrough_stream": "POST /p/local/chat/completions, SSE 20 events through the raw passthrough (usage tap on)",
     "paced_stream": "SSE, upstream 100 ms to first token then 20 events 10 ms apart, 64 concurrent",
@@ -102,6 +112,8 @@ def base_scenarios(c: int) -> list[Scenario]:
                  _oa("chat", ROUTED_MODEL, True)),
         Scenario("route_failover_stream", d["route_failover_stream"], "fast", c, _oa("chat", FAILOVER_MODEL, True),
                  _oa("chat", FAILOVER_MODEL, True)),
+        Scenario("route_limited_stream", d["route_limited_stream"], "fast", c, _oa("chat", LIMITED_MODEL, True),
+                 _oa("chat", LIMITED_MODEL, True)),
         Scenario("passthrough_stream", d["passthrough_stream"], "fast", c, _oa("chat", OPENAI_MODEL, True),
                  _passthrough("chat", OPENAI_MODEL, True)),
     ]
