@@ -39,13 +39,14 @@ def matrix_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-cmd", default=None, help="command prefix instead of 'fastgw' (gets 'serve --config ...')")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default bench/results)")
     p.add_argument("--label", default="", help="label stored in the results (shown by compare)")
-    p.add_argument("--controls", choices=("default", "off", "all", "limits", "limits-redis", "cache"),
+    p.add_argument("--controls", choices=("default", "off", "all", "limits", "limits-redis", "cache", "cache-redis"),
                    default="default",
                    help="production controls: the gateway's defaults (request log, usage injection, "
                         "metrics), off (no request log, no usage injection), all (defaults plus a "
                         "virtual key on every request and cost accounting), limits / limits-redis (all "
                         "plus rpm/tpm/concurrency limits on the key, in-process / in a loopback "
-                        "redis-server), or cache (all plus the response cache: hits after the first)")
+                        "redis-server), or cache / cache-redis (all plus the response cache: hits after the "
+                        "first, in memory / in a loopback redis-server)")
     return p
 
 

@@ -140,18 +140,23 @@ class MockProc:
 # is ``all`` with rpm, tpm and concurrency limits on the key (never reached), counted in the
 # worker; ``limits-redis`` counts them in a redis-server on loopback; ``cache`` is ``all``
 # with the response cache on the chat and Responses routes (every request after the first
-# of a scenario is a hit).
+# of a scenario is a hit); ``cache-redis`` keeps those answers in a redis-server on loopback
+# (every hit is one Redis GET, a miss also takes and releases the coalescing lock).
 _PRICE = "pricing:\n  gpt-4o-mini: {input: 0.15, output: 0.6, cached_input: 0.075}\n"
+_CACHE = "cache:\n  routes:\n    /v1/chat/completions: {ttl: 3600}\n    /v1/responses: {ttl: 3600}\n"
 CONTROLS_CONFIG = {
     "default": "",
     "off": "logging:\n  enabled: false\nusage:\n  inject_stream_usage: false\n",
     "all": _PRICE,
     "limits": _PRICE,
     "limits-redis": _PRICE,
-    "cache": _PRICE + "cache:\n  routes:\n    /v1/chat/completions: {ttl: 3600}\n    /v1/responses: {ttl: 3600}\n",
+    "cache": _PRICE + _CACHE,
+    "cache-redis": _PRICE + _CACHE + "  backend: redis\n",
 }
 # Modes that send a virtual key, and the limits ``fastgw keys create`` gives it.
-KEYED_CONTROLS = ("all", "limits", "limits-redis", "cache")
+KEYED_CONTROLS = ("all", "limits", "limits-redis", "cache", "cache-redis")
+# Modes that start a redis-server on loopback for the gateway.
+REDIS_CONTROLS = ("limits-redis", "cache-redis")
 LIMIT_ARGS = ["--rpm", "1000000000", "--tpm", "1000000000000", "--concurrency", "1000000"]
 
 

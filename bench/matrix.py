@@ -15,6 +15,7 @@ from bench.gateway import (
     GEMINI_MODEL,
     KEYED_CONTROLS,
     LIMIT_ARGS,
+    REDIS_CONTROLS,
     GatewayError,
     GatewayProc,
     MockProc,
@@ -226,7 +227,7 @@ class Matrix:
     def run(self) -> dict[str, Any]:
         c = self.cfg
         t0 = time.time()
-        self._redis = RedisProc().start() if c.controls == "limits-redis" and not c.direct_only else None
+        self._redis = RedisProc().start() if c.controls in REDIS_CONTROLS and not c.direct_only else None
         try:
             return self._run_all(t0)
         finally:

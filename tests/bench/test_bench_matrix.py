@@ -90,11 +90,11 @@ def test_gateway_cmd_found_from_an_interpreter_without_fastgw(tmp_path: Path, mo
     assert cmd[:2] == [str(tmp_path / "python3"), "-c"] and repr(str(root)) in cmd[2]
 
 
-@pytest.mark.parametrize("controls", ["limits", "limits-redis", "cache"])
+@pytest.mark.parametrize("controls", ["limits", "limits-redis", "cache", "cache-redis"])
 def test_matrix_with_limits_or_cache_controls(tmp_path: Path, controls: str) -> None:
     import shutil
 
-    if controls == "limits-redis" and not (shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()):
+    if controls.endswith("-redis") and not (shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()):
         pytest.skip("redis-server is not installed")
     cfg = MatrixConfig(concurrency=[4], scenarios=["chat_nonstream", "chat_stream"], controls=controls, **TINY)
     try:

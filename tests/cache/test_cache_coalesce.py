@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from gateway import GatewayProcess
 from limits_support import MASTER, provider_with_usage
-from rawhttp import RawResponse, post
+from rawhttp import RawResponse, post, request
 from upstream_server import Received, Reply, UpstreamServer, json_reply
 
 from fastgw.config import ConfigError, parse_config
@@ -159,6 +159,9 @@ def test_redis_killed_mid_burst_requests_still_succeed(upstream, redis_server, p
     after = burst([a.url, b.url], body(), 10)
     assert Counter(r.status for r in after) == {200: 10}
     assert a.proc.poll() is None and b.proc.poll() is None
+    # Counted like every Redis failure.
+    scraped = [request(g.url, "GET", "/metrics").body.decode() for g in (a, b)]
+    assert all('fastgw_redis_errors_total{op="cache_' in text for text in scraped), scraped
     # Per worker, misses are still coalesced: at most one upstream call per instance and burst.
     assert 2 <= len(upstream.requests) <= 4
 
