@@ -97,6 +97,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_max_tokens: int | None = None
     # Translated providers: drop parameters the provider cannot honour instead of a 400.
     drop_unsupported_params: bool = False
+    # Translated providers: refuse (400 naming every field) what would otherwise be dropped.
+    # None: the top-level strict_translation.
+    strict_translation: bool | None = None
     mock: MockOptions = msgspec.field(default_factory=MockOptions)
 
 
@@ -161,6 +164,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     auto_providers: bool = True
     # Always offer the built-in mock provider (name "mock").
     mock_provider: bool = True
+    # The default of every provider's strict_translation.
+    strict_translation: bool = False
     # Keys, usage and the request log live here: sqlite:///path.db or postgresql://...
     # (default: $FASTGW_STORE_URL, else sqlite:///./fastgw.db).
     store_url: str | None = None

@@ -19,7 +19,8 @@
 
 What a translation drops (fields that only steer Anthropic's machinery) is counted
 (``fastgw_dropped_params_total``) and named in the ``x-fastgw-dropped-params`` header
-(:func:`record_dropped`). ``count_tokens`` goes to an Anthropic provider as it is; for other
+(:func:`record_dropped`); with the provider's ``strict_translation`` the request is refused
+instead, naming them all (:mod:`fastgw.translate.strict`). ``count_tokens`` goes to an Anthropic provider as it is; for other
 providers it is estimated from the translated request's size (about 4 bytes a token).
 
 Errors before the answer starts are raised as :class:`~fastgw.errors.GatewayError` (the door
@@ -53,6 +54,7 @@ from fastgw.translate.errors import TranslationError
 from fastgw.translate.messages import chat_to_message, from_openai_error
 from fastgw.translate.messages_request import DROPPED_ALWAYS, to_chat
 from fastgw.translate.messages_stream import MessagesStream
+from fastgw.translate.strict import refusal as strict_refusal
 from fastgw.upstream.call import (
     ERROR_BODY_LIMIT,
     midstream_error_event,
@@ -239,14 +241,18 @@ def _translated_call(ex: Exchange, provider: Provider, route: Route | Deployment
     """(target, headers, payload) of the chat (or Gemini) request for a Messages request."""
     wire = provider.wire
     cfg = provider.cfg
+    strict = bool(cfg.strict_translation)
     try:
-        chat, dropped = to_chat(request, target=wire, drop_unsupported=cfg.drop_unsupported_params,
+        # Strict: collect every unsupported field (drop_unsupported) to refuse them all at once.
+        chat, dropped = to_chat(request, target=wire, drop_unsupported=strict or cfg.drop_unsupported_params,
                                 reasoning=_reasoning_model(provider, route.upstream_model))
+        if strict and (refused := strict_refusal(dropped, f"{provider.type} ({provider.name})")) is not None:
+            raise refused
         record_dropped(ex, dropped)
         if wire == "gemini":
             path, extra, payload = gemini.build_request(chat, route.upstream_model,
                                                         default_max_tokens=cfg.default_max_tokens,
-                                                        drop_unsupported=cfg.drop_unsupported_params)
+                                                        drop_unsupported=cfg.drop_unsupported_params and not strict)
             target = provider.target(*[p.encode() for p in path.partition("?")[::2]])
         else:
             chat = {"model": route.upstream_model, **chat}

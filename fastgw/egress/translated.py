@@ -52,6 +52,7 @@ from fastgw.tokens import Usage
 from fastgw.translate import anthropic, gemini
 from fastgw.translate.errors import TranslationError
 from fastgw.translate.responses import ResponsesStreamTranslator, chat_to_responses, responses_to_chat
+from fastgw.translate.strict import refusal as strict_refusal
 from fastgw.upstream.call import (
     ERROR_BODY_LIMIT,
     midstream_error_event,
@@ -120,6 +121,7 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
             routing: Any) -> Call:
     """Translate the client's request for ``provider`` (a :class:`GatewayError` when it cannot be)."""
     cfg = provider.cfg
+    strict = bool(cfg.strict_translation)
     if suffix in ("/chat/completions", "/responses"):
         request = bodies.decode_object(body)
         responses = None
@@ -131,12 +133,15 @@ def prepare(provider: Provider, model: str, upstream_model: str, suffix: str, bo
                 request = responses_to_chat(request, dropped)
             except TranslationError as exc:
                 raise _translation_error(exc) from None
+            if strict and (refused := strict_refusal(dropped, f"{provider.type} ({provider.name})")) is not None:
+                raise _translation_error(refused)
             stream, include_usage = bool(request.get("stream")), True
         module = _TRANSLATORS[provider.wire]
         try:
+            # Strict: what the provider cannot honour is a 400, never dropped.
             path, headers, payload = module.build_request(
                 request, upstream_model, default_max_tokens=cfg.default_max_tokens,
-                drop_unsupported=cfg.drop_unsupported_params)
+                drop_unsupported=cfg.drop_unsupported_params and not strict)
         except TranslationError as exc:
             raise _translation_error(exc) from None
         call = Call("chat", module, model, upstream_model, path, headers, payload)

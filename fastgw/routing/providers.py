@@ -20,6 +20,7 @@ import ssl
 from urllib.parse import urlsplit
 
 import httpcore
+import msgspec
 
 from fastgw.config import Config, ProviderConfig
 from fastgw.routing.keys import ApiKey, KeyRing, secrets_of
@@ -100,7 +101,9 @@ def resolved_providers(config: Config, env: dict[str, str]) -> list[ProviderConf
         taken.update(p.name for p in extra)
     if config.mock_provider and "mock" not in taken:
         providers.append(ProviderConfig(name="mock", type="mock", models=["mock-gpt", "mock-gpt-stream"]))
-    return providers
+    # A provider without its own strict_translation takes the top-level one.
+    return [p if p.strict_translation is not None
+            else msgspec.structs.replace(p, strict_translation=config.strict_translation) for p in providers]
 
 
 class Provider:
