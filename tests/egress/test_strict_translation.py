@@ -194,3 +194,28 @@ providers:
     got = {p.name: p.strict_translation for p in resolved_providers(config, {})}
     assert got == {"a": True, "mock": False}
 
+
+# -- count_tokens: an estimate for translated targets, in Anthropic's shape -------------------------
+
+
+@pytest.mark.parametrize("model", ["gpt-lax", GEMINI])
+def test_count_tokens_estimate_is_anthropic_shaped(sgw, upstream, model):
+    """What Claude Code counts (system with cache_control, tools, context_management) gets an
+    estimate without a call upstream, also from a strict provider (nothing is sent, so nothing
+    is dropped); the body is exactly Anthropic's ``{"input_tokens": N}``."""
+    client = ant(sgw)
+    tools = [{"name": f"tool_{i}", "description": "d" * 200, "input_schema": {"type": "object"}} for i in range(5)]
+    raw = client.messages.with_raw_response.count_tokens(
+        model=model, system=CACHED_SYSTEM, messages=[{"role": "user", "content": "x" * 400}],
+        extra_body={"context_management": {"edits": []}})
+    assert raw.headers["content-type"] == "application/json"
+    assert json.loads(raw.http_response.content) == {"input_tokens": raw.parse().input_tokens}
+    small = raw.parse().input_tokens
+    assert 90 <= small <= 140
+    bigger = client.messages.count_tokens(model=model, messages=[{"role": "user", "content": "x" * 400}],
+                                          tools=tools).input_tokens  # type: ignore[arg-type]
+    assert bigger > small + 200  # the tools count
+    assert upstream.requests == []
+    bad = post(sgw.url, "/v1/messages/count_tokens", {"model": model, "messages": []},
+               {"anthropic-version": "2023-06-01"})
+    assert bad.status == 400 and json.loads(bad.body)["type"] == "error"
