@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from fastgw.admission.limits import CONCURRENCY_KIND, Limiter, Refusal, Rule, Ticket, estimate_tokens
 from fastgw.config_shared import LimitsConfig
+from fastgw.controls import metrics
 from fastgw.errors import GatewayError
 from fastgw.exchange import RATE_LIMIT_HEADERS, Exchange
 
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
 SHARED_POLL_S = 0.25
 # The shortest wait: a reset computed as "now" must not turn the queue into a busy loop.
 MIN_WAIT_S = 0.01
+
+_R = metrics.REGISTRY
+_R.define("fastgw_limit_queue_waiting", "gauge", "Requests waiting for room in a model/provider limit.")
+_R.define("fastgw_limit_queue_total", "counter", "Requests finding every target's model/provider limit full, "
+          "by what followed (waited: a wait began; full: limits.queue_max were waiting already; refused: "
+          "answered 429).", ("outcome",))
 
 
 class Quota:
@@ -153,7 +160,10 @@ class QuotaRun:
             timeout = min(timeout, quota.poll)
         elif timeout > left:
             return False  # no window has room before the wait would end
-        if left <= 0 or quota.waiting >= quota.queue_max:
+        if left <= 0:
+            return False
+        if quota.waiting >= quota.queue_max:
+            _R.inc("fastgw_limit_queue_total", ("full",))
             return False
         fut: asyncio.Future[None] = loop.create_future()
         waiters = quota.slot_waiters
@@ -161,10 +171,13 @@ class QuotaRun:
             waiters.setdefault(slot, []).append(fut)
         timer = loop.call_later(max(MIN_WAIT_S, min(timeout, left)), _wake, fut)
         quota.waiting += 1
+        _R.inc("fastgw_limit_queue_total", ("waited",))
+        _R.add("fastgw_limit_queue_waiting")
         try:
             await fut
         finally:
             quota.waiting -= 1
+            _R.add("fastgw_limit_queue_waiting", (), -1)
             timer.cancel()
             for slot in slots:
                 queue = waiters.get(slot)
@@ -177,6 +190,7 @@ class QuotaRun:
 
     def refused(self) -> GatewayError:
         """The 429 of the refusal that frees first, its rate-limit headers merged with the key's."""
+        _R.inc("fastgw_limit_queue_total", ("refused",))
         refusal = min(self.refusals, key=_soonest)
         error = refusal.error
         ticket = self.ex.ticket

@@ -221,6 +221,8 @@ class _Run:
                 # An open breaker is not waited for: only a retry-after or the backoff is.
                 again = [d for d in again if d.breaker.available(now)]
                 if not again:
+                    if limited:
+                        continue  # the full targets may still get room
                     break
                 dep = min(again, key=_free_at)
                 again.remove(dep)

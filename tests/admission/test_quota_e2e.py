@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 from gateway import GatewayProcess
-from limits_support import usage_stream
+from limits_support import provider_with_usage, usage_stream
 from rawhttp import RawResponse, post, request
 from upstream_server import UPSTREAM_JSON, Received, Reply, UpstreamServer, json_reply, sse_reply
 
@@ -34,6 +34,7 @@ providers:
   - {{name: b2, type: openai, base_url: "{b}/v1", api_key: sk-b, models: [m]}}
   - {{name: slow, type: openai, base_url: "{a}/v1", api_key: sk-a, models: [m]}}
   - {{name: slow2, type: openai, base_url: "{b}/v1", api_key: sk-b, models: [m]}}
+  - {{name: t, type: openai, base_url: "{a}/v1", api_key: sk-a, models: [m]}}
 routes:
   spread: {{targets: [a1/m, b1/m]}}
   retried: {{targets: [a2/m, b2/m], retry: {{backoff_base_ms: 5, backoff_max_ms: 20}}}}
@@ -47,6 +48,7 @@ limits:
     b2: {{rpm: 70}}
     slow: {{concurrency: 1}}
     slow2: {{concurrency: 1}}
+    t: {{tpm: 105}}
 """
 
 
@@ -200,6 +202,7 @@ def test_queue_s_0_refuses_at_once_in_the_clients_envelope(refusing, a):
 
 
 def test_queue_max_bounds_how_many_wait(queued, a):
+    before = {o: metric(queued, f'fastgw_limit_queue_total{{outcome="{o}"}}') for o in ("waited", "full", "refused")}
     a.handler = slow_ok(1.0)
     first, out1 = in_thread(lambda: chat(queued, "slow/m"))
     time.sleep(0.3)
@@ -211,6 +214,9 @@ def test_queue_max_bounds_how_many_wait(queued, a):
     assert third.status == 429 and third.error()["code"] == "provider_concurrency_limit"
     assert out1[0].status == 200 and out2[0].status == 200
     assert len(a.requests) == 2
+    after = {o: metric(queued, f'fastgw_limit_queue_total{{outcome="{o}"}}') for o in ("waited", "full", "refused")}
+    assert {o: after[o] - before[o] for o in after} == {"waited": 1, "full": 1, "refused": 1}
+    assert metric(queued, "fastgw_limit_queue_waiting") == 0
 
 
 def test_a_retry_counts_only_on_the_target_it_went_to(queued, a, b):
@@ -306,3 +312,32 @@ def test_a_client_leaving_the_queue_frees_its_place(queued, a):
     assert out1[0].status == 200
     assert third.status == 200, third.body
     assert len(a.requests) == 2  # the one that left never went upstream
+
+
+def metric(g: GatewayProcess, line: str) -> float:
+    for row in request(g.url, "GET", "/metrics").body.decode().splitlines():
+        if row.startswith(line + " "):
+            return float(row.split()[-1])
+    return 0.0
+
+
+def test_a_targets_tokens_are_corrected_from_real_usage_and_a_failed_attempt_gives_them_back(queued, a):
+    # Each request is estimated at its body / 4 but really uses 40 tokens; the failed one used none.
+    a.handler = lambda r: json_reply(b'{"error":{"message":"boom","type":"server_error"}}', status=500)
+    assert chat(queued, "t/m").status == 500
+    time.sleep(0.1)  # settling happens once the answer went out
+    a.handler = provider_with_usage(15, 25)
+    results, remaining = [], []
+    for _ in range(4):
+        r = chat(queued, "t/m")
+        results.append(r.status)
+        if r.status == 200:
+            assert r.headers["x-ratelimit-limit-tokens"] == "105"
+            remaining.append(int(r.headers["x-ratelimit-remaining-tokens"]))
+        else:
+            assert r.error()["code"] == "provider_tpm_limit"
+        time.sleep(0.1)
+    estimate = 105 - remaining[0]  # the failed request's estimate was given back
+    assert remaining[1] == 105 - 40 - estimate and remaining[2] == 105 - 80 - estimate
+    assert results == [200, 200, 200, 429]
+
