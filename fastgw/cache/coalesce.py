@@ -39,6 +39,8 @@ MAX_WAITERS = 1024
 # The poll's first and longest pause between checks while no publication arrives.
 POLL_FIRST = 0.02
 POLL_MAX = 0.5
+# The subscription's longest read while no owner publishes.
+LISTEN_IDLE = 1.0
 
 # Owner done: drop the lock if still ours, then tell the waiters (1 stored, 0 not).
 _RELEASE = """
@@ -131,18 +133,24 @@ class Coalescer:
             await asyncio.sleep(max(self.redis.cfg.retry_interval, 0.1))
 
     async def _subscription(self) -> None:
-        """Wake the waiter of each key an owner publishes, until Redis fails."""
+        """Wake the waiter of each key an owner publishes, until the connection fails."""
         start = len(self.channel_prefix)
-        # Below the per-call timeout, so an idle wait is not a failure.
-        idle = self.redis.cfg.timeout / 2
         pubsub: Any = self.redis.client.pubsub()
         try:
             await self.redis.call("cache_subscribe", lambda: pubsub.psubscribe(self.channel_prefix + "*"))
             while True:
-                msg = await self.redis.call(
-                    "cache_listen", lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=idle))
+                # Not through SharedRedis.call: an idle read is no failure, and a late wake-up
+                # under load must not open the breaker for every Redis user. A dropped
+                # connection ends the loop; the waiters' own checks count Redis failures.
+                try:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_IDLE)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("cache subscription ended: %s", exc)
+                    return
                 if msg is not None and msg.get("type") == "pmessage":
-                    waker = self._wakers.get(msg["channel"][start:].decode())
+                    waker = self._wakers.get(msg["channel"][start:].decode(errors="replace"))
                     if waker is not None:
                         waker.set()
         finally:
