@@ -135,3 +135,28 @@ def test_queue_defaults():
     limits = parse_config("{}", env={}).limits
     assert (limits.queue_s, limits.queue_max) == (5.0, 100)
 
+
+
+def test_a_full_window_is_waited_for_until_its_oldest_second_leaves_and_only_when_that_is_in_time():
+    async def go() -> None:
+        limits = LimitsConfig(providers={"p": Rates(rpm=1)}, queue_s=30)
+        backend = MemoryBackend()
+        quota = Quota(limits, Limiter(limits, backend), shared=False)
+        dep: Deployment = _router(limits).resolve("m").plan.deployments[0]  # type: ignore[union-attr]
+        assert await QuotaRun(quota, _exchange(), b"{}").take(dep)
+        # The request counted a minute ago (its second leaves the window within a second).
+        (bucket,) = backend.windows["provider:p:rpm"].buckets
+        bucket[0] -= 60
+        run = QuotaRun(quota, _exchange(), b"{}")
+        assert not await run.take(dep)
+        assert 0 < run.refusals[0].wait <= 1
+        assert await asyncio.wait_for(run.wait(None), 5) is True  # woken by the reset, not polled
+        assert await run.take(dep)
+        # Now full for a whole minute: longer than queue_s, so no wait is started.
+        short = Quota(LimitsConfig(providers={"p": Rates(rpm=1)}, queue_s=2), quota.limiter, shared=False)
+        late = QuotaRun(short, _exchange(), b"{}")
+        assert not await late.take(dep)
+        assert await late.wait(None) is False and short.waiting == 0
+        assert late.refused().code == "provider_rpm_limit"
+
+    asyncio.run(go())
