@@ -121,6 +121,23 @@ def in_thread(fn: Callable[[], RawResponse]) -> tuple[threading.Thread, list[Raw
     return t, out
 
 
+def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for a state of the gateway or upstream (not a time: the machine may be slow)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def upstream_has(server: UpstreamServer, n: int) -> None:
+    """``n`` requests reached the upstream: their limit slots are held."""
+    until(lambda: len(server.requests) >= n, f"{n} upstream request(s)")
+
+
+def waiting(g: GatewayProcess, n: int) -> None:
+    until(lambda: metric(g, "fastgw_limit_queue_waiting") == n, f"{n} request(s) waiting")
+
+
 def log_entry(g: GatewayProcess, rid: str) -> dict[str, Any]:
     deadline = time.monotonic() + 10
     while True:
@@ -171,7 +188,7 @@ def test_a_second_concurrent_request_waits_for_the_slot_then_succeeds(queued, a)
     arrivals: list[float] = []
     a.handler = slow_ok(1.0, arrivals)
     first, out1 = in_thread(lambda: chat(queued, "slow/m"))
-    time.sleep(0.3)
+    upstream_has(a, 1)
     # The second through the Anthropic door: the same limits, the same queue.
     second = post(queued.url, "/v1/messages", {"model": "slow/m", "max_tokens": 5, "messages": HI},
                   headers={"x-api-key": MASTER})
@@ -186,7 +203,7 @@ def test_a_second_concurrent_request_waits_for_the_slot_then_succeeds(queued, a)
 def test_queue_s_0_refuses_at_once_in_the_clients_envelope(refusing, a):
     a.handler = slow_ok(1.0)
     first, out1 = in_thread(lambda: chat(refusing, "slow/m"))
-    time.sleep(0.3)
+    upstream_has(a, 1)
     second = chat(refusing, "slow/m")
     third = post(refusing.url, "/v1/messages", {"model": "slow/m", "max_tokens": 5, "messages": HI},
                  headers={"x-api-key": MASTER})
@@ -205,9 +222,9 @@ def test_queue_max_bounds_how_many_wait(queued, a):
     before = {o: metric(queued, f'fastgw_limit_queue_total{{outcome="{o}"}}') for o in ("waited", "full", "refused")}
     a.handler = slow_ok(1.0)
     first, out1 = in_thread(lambda: chat(queued, "slow/m"))
-    time.sleep(0.3)
+    upstream_has(a, 1)
     second, out2 = in_thread(lambda: chat(queued, "slow/m"))
-    time.sleep(0.3)
+    waiting(queued, 1)
     third = chat(queued, "slow/m")  # queue_max 1: one waits already
     first.join(20)
     second.join(20)
@@ -289,8 +306,9 @@ def test_settling_frees_exactly_the_counted_slots(refusing, a, b):
     assert admitted(refusing, wait=5.0)
     # Still exactly one in flight at a time: nothing was freed twice.
     a.handler = slow_ok(1.0)
+    a.requests.clear()
     first, out1 = in_thread(lambda: chat(refusing, "slow/m"))
-    time.sleep(0.3)
+    upstream_has(a, 1)
     assert chat(refusing, "slow/m").status == 429
     first.join(20)
     assert out1[0].status == 200
@@ -299,14 +317,14 @@ def test_settling_frees_exactly_the_counted_slots(refusing, a, b):
 def test_a_client_leaving_the_queue_frees_its_place(queued, a):
     a.handler = slow_ok(2.0)
     first, out1 = in_thread(lambda: chat(queued, "slow/m"))
-    time.sleep(0.3)
+    upstream_has(a, 1)
     body = b'{"model":"slow/m","messages":[{"role":"user","content":"hi"}]}'
     sock = socket.create_connection(("127.0.0.1", queued.port), timeout=5)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + MASTER.encode()
                  + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    time.sleep(0.3)
+    waiting(queued, 1)
     sock.close()  # it waits in the queue (queue_max 1) and leaves
-    time.sleep(0.8)
+    waiting(queued, 0)
     third = chat(queued, "slow/m")  # the queue's one place is free again: it waits and is served
     first.join(20)
     assert out1[0].status == 200

@@ -89,7 +89,9 @@ def test_two_instances_share_the_targets_limits_and_queue(upstream, b, redis_ser
         out: list[RawResponse] = []
         first = threading.Thread(target=lambda: out.append(chat(one.url, "slow/m")))
         first.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not arrivals and time.monotonic() < deadline:  # the first holds the slot
+            time.sleep(0.02)
         second = chat(two.url, "slow/m")
         first.join(20)
         assert out[0].status == 200 and second.status == 200, second.body
