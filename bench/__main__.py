@@ -1,6 +1,7 @@
 """``python -m bench``: the scenario matrix; ``python -m bench compare A.json B.json``;
 ``python -m bench report RESULT.json``: re-render a result (table, chart);
 ``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request;
+``python -m bench ab OFF ON [matrix options]``: one build under two ``--controls`` modes, runs alternating;
 ``python -m bench floor``: the design card's own cost (granian hello, a bare h11 relay) beside fastgw;
 ``python -m bench index [--reference RESULT.json]``: bench/results/INDEX.md and the README's figures."""
 
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 from bench.report import RESULTS_DIR, now, write_rows
+
+CONTROLS = ("default", "off", "all", "limits", "limits-redis", "cache", "cache-redis")
 
 
 def _ints(s: str) -> list[int]:
@@ -39,7 +42,7 @@ def matrix_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-cmd", default=None, help="command prefix instead of 'fastgw' (gets 'serve --config ...')")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default bench/results)")
     p.add_argument("--label", default="", help="label stored in the results (shown by compare)")
-    p.add_argument("--controls", choices=("default", "off", "all", "limits", "limits-redis", "cache", "cache-redis"),
+    p.add_argument("--controls", choices=CONTROLS,
                    default="default",
                    help="production controls: the gateway's defaults (request log, usage injection, "
                         "metrics), off (no request log, no usage injection), all (defaults plus a "
@@ -89,6 +92,31 @@ def run_matrix(argv: list[str]) -> int:
         print(f"warning: {len(bad)} run(s) had errors: " + ", ".join(f"{e['scenario']}/{e['side']}" for e in bad),
               file=sys.stderr)
     return 0
+
+
+def run_ab_controls(argv: list[str]) -> int:
+    """Two ``--controls`` modes of this build in one run, alternating A B A B on one mock: a
+    feature's cost is B against A measured side by side, not across runs on a noisy machine."""
+    from bench.abrun import Build, run_ab
+    from bench.gateway import default_gateway_cmd
+    from bench.report import compare, write_outputs
+
+    p = matrix_parser()
+    p.prog = "python -m bench ab"
+    p.add_argument("mode_a", choices=CONTROLS)
+    p.add_argument("mode_b", choices=CONTROLS)
+    a = p.parse_args(argv)
+    cfg = config_from_args(a)
+    cmd = cfg.gateway_cmd or default_gateway_cmd()
+    ra, rb = run_ab(Build(f"controls={a.mode_a}", cmd, controls=a.mode_a),
+                    Build(f"controls={a.mode_b}", cmd, controls=a.mode_b), cfg)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = a.out if a.out != RESULTS_DIR else RESULTS_DIR / "controls"
+    pa = write_outputs(ra, out, f"ab-{stamp}-A")
+    pb = write_outputs(rb, out, f"ab-{stamp}-B")
+    print(compare(ra, rb))
+    print(f"results: {pa['json']} {pb['json']}  (A = {a.mode_a}, B = {a.mode_b})")
+    return 0 if ra["gateway"]["available"] and rb["gateway"]["available"] else 1
 
 
 def run_compare(argv: list[str]) -> int:
@@ -169,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "index":
         return run_index(argv[1:])
+    if argv and argv[0] == "ab":
+        return run_ab_controls(argv[1:])
     if argv and argv[0] == "compare":
         return run_compare(argv[1:])
     if argv and argv[0] == "report":

@@ -1,4 +1,5 @@
-"""Two gateway builds side by side on one mock, runs alternating A B A B (for compare-revs)."""
+"""Two gateways side by side on one mock, runs alternating A B A B: two builds (compare-revs)
+or one build under two ``--controls`` modes (``python -m bench ab``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bench import payloads as P
 from bench.gateway import GatewayProc, MockProc
 from bench.matrix import Matrix, MatrixConfig, Progress
 from bench.scenarios import PROFILES
@@ -17,16 +19,30 @@ class Build:
     cmd: list[str]
     env: dict[str, str] | None = None
     cwd: str | None = None
+    controls: str | None = None  # this side's --controls mode (None: the config's)
 
 
 def run_ab(a: Build, b: Build, cfg: MatrixConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Benchmark builds ``a`` and ``b`` through the same scenarios; two matrix-shaped results."""
-    ms = [Matrix(replace(cfg, gateway_cmd=x.cmd, gateway_env=x.env, gateway_cwd=x.cwd, label=x.label))
+    ms = [Matrix(replace(cfg, gateway_cmd=x.cmd, gateway_env=x.env, gateway_cwd=x.cwd, label=x.label,
+                         controls=x.controls or cfg.controls))
           for x in (a, b)]
     progress = Progress(len(cfg.workers) * len(ms[0].scenarios) * cfg.repeats * 2)
     for m in ms:
         m.progress = progress
     t0 = time.time()
+    try:
+        for m in ms:
+            m.start_redis()
+        _alternate(ms, (a, b), cfg, progress)
+    finally:
+        for m in ms:
+            m.stop_redis()
+    return ms[0].result(t0), ms[1].result(t0)
+
+
+def _alternate(ms: list[Matrix], builds: tuple[Build, Build], cfg: MatrixConfig, progress: Progress) -> None:
+    a, b = builds
     for w in cfg.workers:
         for m in ms:
             m._w = w
@@ -50,6 +66,7 @@ def run_ab(a: Build, b: Build, cfg: MatrixConfig) -> tuple[dict[str, Any], dict[
                                 if gw is None or not gw.alive() or (sc.needs and not sups[i].get(sc.needs)):
                                     progress.n += 1
                                     continue
+                                P.BENCH_KEY = m.bench_key
                                 reqs = sc.gateway(f"127.0.0.1:{gw.port}")
                                 runs[i].append(m._run(sc, "gateway", gw.port, reqs, gw.pid))
                         for m, r in zip(ms, runs, strict=True):
@@ -58,4 +75,3 @@ def run_ab(a: Build, b: Build, cfg: MatrixConfig) -> tuple[dict[str, Any], dict[
                     for gw in gws:
                         if gw is not None:
                             gw.close()
-    return ms[0].result(t0), ms[1].result(t0)

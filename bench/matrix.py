@@ -113,6 +113,7 @@ class Matrix:
         self.entries: list[dict[str, Any]] = []
         self._w = cfg.workers[0] if cfg.workers else 1
         self._redis: RedisProc | None = None
+        self.bench_key = P.BENCH_KEY  # the key this side's requests carry (a virtual key in keyed modes)
         self.gateway_info: dict[str, Any] = {"available": False, "error": None, "cold_start_s": [], "support": {},
                                              "rss_after_n": None, "workers": cfg.workers}
 
@@ -133,7 +134,8 @@ class Matrix:
                 if c.controls in KEYED_CONTROLS:
                     # The gateway's default store is ./fastgw.db in its working directory.
                     extra = LIMIT_ARGS if c.controls.startswith("limits") else None
-                    P.BENCH_KEY = create_virtual_key(gw.cmd, f"sqlite:///{gw.cwd}/fastgw.db", c.gateway_env, extra)
+                    self.bench_key = create_virtual_key(gw.cmd, f"sqlite:///{gw.cwd}/fastgw.db", c.gateway_env, extra)
+                    P.BENCH_KEY = self.bench_key
                 cold = gw.start()
             except GatewayError as e:
                 gw.close()
@@ -225,14 +227,22 @@ class Matrix:
         self.progress.note(f"RSS after {res.issued} requests: {before.rss_kb / 1024:.1f} -> {after.rss_kb / 1024:.1f} MiB")
 
     def run(self) -> dict[str, Any]:
-        c = self.cfg
         t0 = time.time()
-        self._redis = RedisProc().start() if c.controls in REDIS_CONTROLS and not c.direct_only else None
+        self.start_redis()
         try:
             return self._run_all(t0)
         finally:
-            if self._redis is not None:
-                self._redis.stop()
+            self.stop_redis()
+
+    def start_redis(self) -> None:
+        """A loopback redis-server for the modes that need one (stopped by :meth:`stop_redis`)."""
+        c = self.cfg
+        self._redis = RedisProc().start() if c.controls in REDIS_CONTROLS and not c.direct_only else None
+
+    def stop_redis(self) -> None:
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
 
     def _run_all(self, t0: float) -> dict[str, Any]:
         c = self.cfg
