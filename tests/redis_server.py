@@ -37,6 +37,7 @@ class RedisServer:
         self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="fastgw-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []  # e.g. ["--requirepass", "pw"] (set before start)
 
     @property
     def url(self) -> str:
@@ -46,14 +47,14 @@ class RedisServer:
         log = open(os.path.join(self.dir, "redis.log"), "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--protected-mode", "no"],
+             "--dir", self.dir, "--protected-mode", "no", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            if self.command(b"PING") == b"+PONG":
+            if self.command(b"PING") in (b"+PONG", b"-NOAUTH Authentication required."):
                 return
             time.sleep(0.02)
         raise RuntimeError("redis-server did not answer PING within 10 s")

@@ -9,17 +9,14 @@ ids scored by a lease expiry, so a slot held by a dead instance frees itself. Th
 Redis's own ``TIME``, the same for every instance.
 
 :meth:`RedisBackend.release` (settling: the token correction and the concurrency slot)
-is synchronous and O(1): it queues the commands, and one background task sends what has
-queued in one pipeline. A failure is counted and the queue bounded; a lost release only
-keeps a concurrency slot until its lease ends.
+is synchronous: its commands go out on the pipelined connection without waiting for the
+replies. When Redis is down they are dropped and counted; a lost release only keeps a
+concurrency slot until its lease ends.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import deque
 
 from fastgw.admission.limits import (
     BUCKETS,
@@ -30,7 +27,8 @@ from fastgw.admission.limits import (
     Rule,
     Ticket,
 )
-from fastgw.shared.redis import RedisUnavailable, SharedRedis
+from fastgw.shared.redis import RedisUnavailable, Script, SharedRedis
+from fastgw.shared.resp import Arg
 
 log = logging.getLogger("fastgw.limits")
 
@@ -91,80 +89,40 @@ end
 return out
 """
 
-RELEASE_QUEUE = 100_000
-
-
 class RedisBackend:
     def __init__(self, redis: SharedRedis, lease: float = 900.0) -> None:
         self.redis = redis
         self.lease = lease
         self.prefix = redis.prefix + "rl:"
-        self._acquire = redis.script(ACQUIRE)
-        self._pending: deque[tuple[str, str, str | int, int]] = deque()
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._acquire = Script(ACQUIRE)
         self.dropped = 0
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._releaser(), name="fastgw-limits-release")
+        return None
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(LimitsUnavailable):
-            await self._send()
+        return None  # SharedRedis.close lets the releases already sent be answered
 
     async def acquire(self, rules: list[Rule], costs: list[int], request_id: str) -> Outcome:
         prefix = self.prefix
-        keys = [prefix + r.counter for r in rules]
-        args: list[str | int | float] = [request_id, self.lease]
+        keys: list[Arg] = [prefix + r.counter for r in rules]
+        args: list[Arg] = [request_id, self.lease]
         for rule, cost in zip(rules, costs, strict=True):
             args += (rule.kind, rule.limit, cost)
         try:
-            raw = await self.redis.call("limits", lambda: self._acquire(keys=keys, args=args))
+            raw = await self.redis.evalsha("limits", self._acquire, keys, args)
         except RedisUnavailable:
             raise LimitsUnavailable() from None
-        used = [int(x) for x in raw[2::2]]
-        oldest = [int(x) for x in raw[3::2]]
-        return Outcome(int(raw[0]), float(raw[1]), used, oldest)
+        return Outcome(raw[0], float(raw[1]), raw[2::2], raw[3::2])
 
     def release(self, ticket: Ticket, token_delta: int) -> None:
-        pending = self._pending
-        if len(pending) >= RELEASE_QUEUE:
-            self.dropped += 1
-            return
+        send = self.redis.send
         for rule in ticket.rules:
             if rule.kind == CONCURRENCY_KIND:
-                pending.append(("zrem", self.prefix + rule.counter, ticket.request_id, 0))
+                sent = send("ZREM", self.prefix + rule.counter, ticket.request_id)
             elif token_delta and rule.name == "tpm":
-                pending.append(("hincrby", self.prefix + rule.counter, ticket.bucket, token_delta))
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _releaser(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            with contextlib.suppress(LimitsUnavailable):
-                await self._send()
-
-    async def _send(self) -> None:
-        pending = self._pending
-        while pending:
-            batch = [pending.popleft() for _ in range(min(len(pending), 1000))]
-            pipe = self.redis.client.pipeline(transaction=False)
-            for op, key, field, value in batch:
-                if op == "zrem":
-                    pipe.zrem(key, field)
-                else:
-                    pipe.hincrby(key, str(field), value)
-            try:
-                await self.redis.call("limits_release", pipe.execute)
-            except RedisUnavailable:
-                self.dropped += len(batch)
-                raise LimitsUnavailable() from None
+                sent = send("HINCRBY", self.prefix + rule.counter, ticket.bucket, token_delta)
+            else:
+                continue
+            if not sent:
+                self.dropped += 1

@@ -1,8 +1,11 @@
-"""The worker's Redis connection: a bounded pool, a bounded time per call, and a breaker.
+"""The worker's Redis connections: a bounded time per call, and a breaker over both.
 
-:class:`SharedRedis` wraps one ``redis.asyncio`` client (the ``redis`` package, an
-optional dependency: ``pip install 'fastgw[redis]'``). :meth:`SharedRedis.call` runs one
-operation within ``redis.timeout`` seconds; any failure (refused, reset, timeout, a Redis
+:class:`SharedRedis` wraps one ``redis.asyncio`` client (the ``redis`` package, an optional
+dependency: ``pip install 'fastgw[redis]'``) for occasional operations, and one
+:class:`~fastgw.shared.resp.PipelinedRedis` connection for the commands issued on every
+request (:meth:`SharedRedis.execute`, :meth:`SharedRedis.evalsha`, :meth:`SharedRedis.send`).
+:meth:`SharedRedis.call` runs one ``redis.asyncio`` operation within ``redis.timeout``
+seconds (the pipelined connection bounds its own commands the same way); any failure (refused, reset, timeout, a Redis
 error) is logged (at most once per ``retry_interval``), counted in
 ``fastgw_redis_errors_total{op}``, and opens the breaker: for ``retry_interval`` seconds
 calls fail at once with :class:`RedisUnavailable` instead of waiting on a dead server.
@@ -21,16 +24,15 @@ from typing import Any, TypeVar
 
 from fastgw.config_shared import RedisConfig
 from fastgw.controls import metrics
+from fastgw.shared.resp import Arg, PipelinedRedis, RedisUnavailable, RespError, Script
+
+__all__ = ["RedisUnavailable", "Script", "SharedRedis"]
 
 log = logging.getLogger("fastgw.redis")
 T = TypeVar("T")
 
 metrics.REGISTRY.define("fastgw_redis_errors_total", "counter",
                         "Redis operations that failed or timed out (the fail mode applied).", ("op",))
-
-
-class RedisUnavailable(Exception):
-    """Redis did not answer (or the breaker is open after a recent failure)."""
 
 
 class SharedRedis:
@@ -48,20 +50,42 @@ class SharedRedis:
             cfg.url, max_connections=cfg.max_connections, timeout=cfg.timeout,
             socket_timeout=cfg.timeout, socket_connect_timeout=cfg.timeout, retry=no_retry)
         self.client = Redis(connection_pool=self.pool, retry=no_retry)
+        self.fast = PipelinedRedis(cfg.url, cfg.timeout, max_pending=max(1000, cfg.max_connections * 1000))
         self._down_until = 0.0
         self._last_log = 0.0
         self.errors = 0
 
-    def script(self, source: str) -> Any:
-        """A Lua script registered once; called by SHA (loaded again if Redis lost it)."""
-        return self.client.register_script(source)
-
-    async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """``fn()`` within the timeout; :class:`RedisUnavailable` on any failure."""
+    def _check_breaker(self) -> None:
         if self._down_until:
             if time.monotonic() < self._down_until:
                 raise RedisUnavailable("redis is marked down")
             self._down_until = 0.0
+
+    async def execute(self, op: str, *args: Arg) -> Any:
+        """One command on the pipelined connection; :class:`RedisUnavailable` on any failure."""
+        self._check_breaker()
+        try:
+            return await self.fast.execute(*args)
+        except (RedisUnavailable, RespError) as exc:
+            self._failed(op, exc)
+            raise RedisUnavailable(str(exc)) from None
+
+    async def evalsha(self, op: str, script: Script, keys: list[Arg], args: list[Arg]) -> Any:
+        """A script on the pipelined connection (by SHA, loaded when Redis lacks it)."""
+        self._check_breaker()
+        try:
+            return await self.fast.evalsha(script, keys, args)
+        except (RedisUnavailable, RespError) as exc:
+            self._failed(op, exc)
+            raise RedisUnavailable(str(exc)) from None
+
+    def send(self, *args: Arg) -> bool:
+        """Fire and forget on the pipelined connection; False (nothing sent) when it is down."""
+        return self.fast.send(*args)
+
+    async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()`` within the timeout; :class:`RedisUnavailable` on any failure."""
+        self._check_breaker()
         try:
             async with asyncio.timeout(self.cfg.timeout):
                 return await fn()
@@ -92,6 +116,7 @@ class SharedRedis:
         return True
 
     async def close(self) -> None:
+        await self.fast.close()
         try:
             await self.client.aclose()
             await self.pool.disconnect()
