@@ -39,6 +39,8 @@ WINDOW = 60
 BUCKETS = WINDOW + 1
 WINDOW_KIND = "w"
 CONCURRENCY_KIND = "c"
+_REQUEST_HEADERS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests")
+_TOKEN_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens")
 _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
 
 
@@ -242,6 +244,8 @@ class Limiter:
         self._default = cfg.default if cfg.default.any() else None
         # (provider, upstream model, client model) -> the model and provider rules
         self._route_rules: dict[tuple[str, str, str], list[Rule]] = {}
+        # key id -> (its limits when the rules were made, the rules); remade when the limits change
+        self._key_rules: dict[str, tuple[tuple[int | None, ...], list[Rule]]] = {}
 
     def describe(self, workers: int, backend_name: str) -> str:
         if backend_name == "redis":
@@ -274,12 +278,18 @@ class Limiter:
     def key_rules(self, key: Any) -> list[Rule]:
         if key is None:
             return []
-        if key.rpm_limit is None and key.tpm_limit is None and key.concurrency_limit is None:
-            if self._default is None:
-                return []
-            return _rules_of("key", key.id, self._default, self.divisor)
-        own = Rates(key.rpm_limit, key.tpm_limit, key.concurrency_limit)
-        return _rules_of("key", key.id, own, self.divisor)
+        own = (key.rpm_limit, key.tpm_limit, key.concurrency_limit)
+        cached = self._key_rules.get(key.id)
+        if cached is not None and cached[0] == own:
+            return cached[1]
+        if own == (None, None, None):
+            rules = [] if self._default is None else _rules_of("key", key.id, self._default, self.divisor)
+        else:
+            rules = _rules_of("key", key.id, Rates(*own), self.divisor)
+        if len(self._key_rules) > 65536:
+            self._key_rules.clear()
+        self._key_rules[key.id] = (own, rules)
+        return rules
 
     async def admit(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
                     request_id: str, *, targets: bool = True) -> Ticket | None:
@@ -324,22 +334,28 @@ class Limiter:
 
     @staticmethod
     def _headers(rules: list[Rule], outcome: Outcome) -> list[tuple[bytes, bytes]]:
+        """The ``x-ratelimit-*`` trios of the tightest requests and tokens windows."""
+        req = tok = -1
+        req_left = tok_left = 0
+        used = outcome.used
+        for i, rule in enumerate(rules):
+            name = rule.name
+            if name == "rpm":
+                left = rule.limit - used[i]
+                if req < 0 or left < req_left:
+                    req, req_left = i, left
+            elif name == "tpm":
+                left = rule.limit - used[i]
+                if tok < 0 or left < tok_left:
+                    tok, tok_left = i, left
         headers: list[tuple[bytes, bytes]] = []
-        for name, unit in (("rpm", b"requests"), ("tpm", b"tokens")):
-            best = -1
-            best_left = 0
-            for i, rule in enumerate(rules):
-                if rule.name == name:
-                    left = rule.limit - outcome.used[i]
-                    if best < 0 or left < best_left:
-                        best, best_left = i, left
+        for best, left, names in ((req, req_left, _REQUEST_HEADERS), (tok, tok_left, _TOKEN_HEADERS)):
             if best < 0:
                 continue
             oldest = outcome.oldest[best]
             reset = oldest + BUCKETS - outcome.now if oldest >= 0 else 0.0
-            headers += [(b"x-ratelimit-limit-" + unit, str(rules[best].limit).encode()),
-                        (b"x-ratelimit-remaining-" + unit, str(max(0, best_left)).encode()),
-                        (b"x-ratelimit-reset-" + unit, format_reset(reset).encode())]
+            headers += ((names[0], b"%d" % rules[best].limit), (names[1], b"%d" % (left if left > 0 else 0)),
+                        (names[2], format_reset(reset).encode()))
         return headers
 
     @staticmethod

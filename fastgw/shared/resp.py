@@ -17,7 +17,9 @@ Contract:
   waiter then fails with :class:`RedisUnavailable` and the next command reconnects.
 - At most ``max_pending`` commands wait at once; past that :meth:`execute` fails at once.
 - :meth:`PipelinedRedis.send` is fire-and-forget (its reply is read and dropped); it returns
-  False, sending nothing, when there is no live connection.
+  False, sending nothing, when there is no live connection. It leaves with the next command
+  that is waited for, or within a few milliseconds, so settling many requests costs few writes;
+  a later command on the same connection is always executed after it.
 - :meth:`PipelinedRedis.evalsha` runs a :class:`Script` by its SHA and falls back to ``EVAL``
   once when Redis does not have it (a restart or ``SCRIPT FLUSH``).
 """
@@ -35,6 +37,7 @@ from typing import Any
 import hiredis
 
 Arg = bytes | str | int | float
+LAZY_FLUSH = 0.005
 
 
 class RedisUnavailable(Exception):
@@ -76,7 +79,7 @@ class _Connection(asyncio.Protocol):
         # (future or None for a fire-and-forget command, loop time it was issued)
         self.pending: deque[tuple[asyncio.Future[Any] | None, float]] = deque()
         self.out: list[bytes] = []
-        self.flush_scheduled = False
+        self.flush_scheduled = 0  # 0: none, 1: this iteration, 2: lazy (fire-and-forget only)
         self.watchdog: asyncio.TimerHandle | None = None
         self.closed = False
         self.error: BaseException | None = None
@@ -111,16 +114,23 @@ class _Connection(asyncio.Protocol):
     # -- commands -----------------------------------------------------------------------
 
     def push(self, payload: bytes, fut: asyncio.Future[Any] | None) -> None:
+        """Queue a command: a waited-for one leaves at the end of this loop iteration; a
+        fire-and-forget one with the next waited-for command or within ``LAZY_FLUSH`` seconds
+        (the order on the connection stays the order of the calls either way)."""
         self.out.append(payload)
         self.pending.append((fut, self.loop.time()))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        if fut is not None:
+            if self.flush_scheduled != 1:
+                self.flush_scheduled = 1
+                self.loop.call_soon(self._flush)
+        elif not self.flush_scheduled:
+            self.flush_scheduled = 2
+            self.loop.call_later(LAZY_FLUSH, self._flush)
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
 
     def _flush(self) -> None:
-        self.flush_scheduled = False
+        self.flush_scheduled = 0
         out = self.out
         if out and self.transport is not None and not self.closed:
             self.out = []
