@@ -182,8 +182,16 @@ def derive_conversation_id(key_id: str | None, body: bytes) -> str | None:
 # -- the logger ---------------------------------------------------------------------
 
 
+_last_day: tuple[int, str] = (-1, "")
+
+
 def _day(ts: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    """The UTC date of ``ts`` (``YYYY-MM-DD``), formatted once per day, not once per row."""
+    global _last_day
+    n = int(ts // 86400)
+    if n != _last_day[0]:
+        _last_day = (n, time.strftime("%Y-%m-%d", time.gmtime(n * 86400)))
+    return _last_day[1]
 
 
 class RequestLogger:
