@@ -123,7 +123,7 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
                 if type(event) is h11.Response:
                     self._batch = install_batch_reader(h)
                     # Lowercased names (h11 normalised them), as ASGI wants them.
-                    return event.status_code, list(event.headers)
+                    return event.status_code, response_headers(event.headers)
         except BaseException:
             self.finish()
             raise
@@ -198,3 +198,14 @@ class HTTP11Connection(httpcore.AsyncHTTP11Connection):
         elif self._state is not _CLOSED:
             self._state = _CLOSED
             self._network_stream.close()
+
+
+def response_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """h11's parsed headers as ``(lowercased name, value)`` pairs. Read from the list h11
+    keeps (``_full_items``: raw name, name, value) rather than through its ``Sequence``
+    interface, which costs a Python ``__getitem__`` call per header; h11's public iteration
+    is the fallback should that attribute go."""
+    items = getattr(headers, "_full_items", None)
+    if type(items) is list:
+        return [(name, value) for _, name, value in items]
+    return list(headers)
