@@ -55,6 +55,11 @@ class SharedRedis:
         self._last_log = 0.0
         self.errors = 0
 
+    def script(self, source: str) -> Any:
+        """A Lua script for :meth:`call` on ``redis.asyncio`` (registered once, called by SHA,
+        loaded again if Redis lost it); per-request scripts use :meth:`evalsha` instead."""
+        return self.client.register_script(source)
+
     def _check_breaker(self) -> None:
         if self._down_until:
             if time.monotonic() < self._down_until:
