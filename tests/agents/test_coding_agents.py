@@ -20,7 +20,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,9 +190,10 @@ def run(outside: Outside, cmd: list[str], env: dict[str, str], cwd: str) -> subp
     return proc
 
 
-def codex(outside: Outside, agw: GatewayProcess, model: str, prompt: str) -> subprocess.CompletedProcess[str]:
+def codex(outside: Outside, agw: GatewayProcess, model: str, prompt: str,
+          home: str) -> subprocess.CompletedProcess[str]:
+    """``codex exec`` with a fresh ``home`` (its config, sessions and working directory)."""
     assert CODEX is not None
-    home = tempfile.mkdtemp(prefix="fastgw-codex-")
     provider = f'{{name="fastgw", base_url="{agw.url}/v1", wire_api="responses", env_key="FASTGW_KEY"}}'
     return run(outside, [CODEX, "exec", "--skip-git-repo-check", "-m", model, "-c", "model_provider=fastgw",
                          "-c", f"model_providers.fastgw={provider}", *CODEX_QUIET, prompt],
@@ -211,14 +211,14 @@ def posts(upstream: UpstreamServer) -> list[Received]:
 
 @pytest.mark.skipif(CLAUDE is None, reason=missing("Claude Code (@anthropic-ai/claude-code)"))
 @pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gpt-4o-mini", GEMINI])
-def test_claude_code_runs_a_tool(agw, upstream, outside, model):
+def test_claude_code_runs_a_tool(agw, upstream, outside, model, tmp_path):
     """Claude Code over /v1/messages: the model asks for Bash, Claude Code runs it and sends the
     output back (translated for OpenAI and Gemini), the model finishes."""
     assert CLAUDE is not None
     upstream.handler = scripted([("thinking", "Run it."), ("tool", "Bash", {"command": "echo fastgw-ok",
                                                                             "description": "Print"})],
                                 [("text", "The command printed fastgw-ok.")])
-    home = tempfile.mkdtemp(prefix="fastgw-claude-")
+    home = str(tmp_path)
     proc = run(outside, [CLAUDE, "-p", "run echo fastgw-ok with bash", "--model", model, "--allowedTools", "Bash",
                          "--output-format", "json"],
                {"HOME": home, "ANTHROPIC_BASE_URL": agw.url, "ANTHROPIC_API_KEY": "sk-agents"}, home)
@@ -235,9 +235,9 @@ def test_claude_code_runs_a_tool(agw, upstream, outside, model):
 
 @pytest.mark.skipif(CODEX is None, reason=missing("Codex CLI (@openai/codex)"))
 @pytest.mark.parametrize("model", ["gpt-5", "claude-sonnet-4-5", GEMINI])
-def test_codex_exec(agw, upstream, outside, model):
+def test_codex_exec(agw, upstream, outside, model, tmp_path):
     upstream.handler = scripted([("text", "Hello from fastgw.")], [("text", "Hello from fastgw.")])
-    proc = codex(outside, agw, model, "say hi")
+    proc = codex(outside, agw, model, "say hi", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Hello from fastgw." in proc.stdout
     calls = posts(upstream)
@@ -247,12 +247,12 @@ def test_codex_exec(agw, upstream, outside, model):
 
 @pytest.mark.skipif(CODEX is None, reason=missing("Codex CLI (@openai/codex)"))
 @pytest.mark.parametrize("model", ["gpt-5", "claude-sonnet-4-5", GEMINI])
-def test_codex_runs_a_tool(agw, upstream, outside, model):
+def test_codex_runs_a_tool(agw, upstream, outside, model, tmp_path):
     """Codex over /v1/responses: the model calls exec_command, Codex runs it and sends the output
     back (relayed to OpenAI, translated to Anthropic and Gemini), the model finishes."""
     upstream.handler = scripted([("tool", "exec_command", {"cmd": "echo fastgw-codex-ok"})],
                                 [("text", "It printed fastgw-codex-ok.")])
-    proc = codex(outside, agw, model, "run echo fastgw-codex-ok")
+    proc = codex(outside, agw, model, "run echo fastgw-codex-ok", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "It printed fastgw-codex-ok." in proc.stdout
     calls = posts(upstream)
