@@ -310,19 +310,10 @@ class Limiter:
                 costs.append(estimate)
             else:
                 costs.append(1)
-        try:
-            outcome = await self.backend.acquire(rules, costs, request_id)
-        except LimitsUnavailable:
-            if self.fail_open:
-                return None
-            raise GatewayError(503, "Rate limits cannot be checked right now; retry shortly.",
-                               type="overloaded", code="limits_unavailable",
-                               headers=[(b"retry-after", b"1")]) from None
-        ticket = Ticket(rules, request_id, estimate, int(outcome.now))
-        ticket.headers = self._headers(rules, outcome)
-        if outcome.failed:
-            raise self._refusal(rules, costs, outcome, ticket.headers)
-        return ticket
+        result = await self.check(rules, costs, request_id)
+        if isinstance(result, Refusal):
+            raise result.error
+        return result
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """Free the request's concurrency slots and correct its token estimate. Sync, never raises."""
