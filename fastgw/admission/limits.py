@@ -213,6 +213,23 @@ def format_reset(seconds: float) -> str:
     return f"{minutes}m{int(seconds - minutes * 60)}s"
 
 
+_RESETS: dict[int, bytes] = {}
+
+
+def _reset_header(seconds: float) -> bytes:
+    """:func:`format_reset` as header bytes, remembered per step of its last digit (a reset
+    of a second or more is written with three significant digits, so the steps are few)."""
+    if seconds < 1:
+        return format_reset(seconds).encode()
+    k = int(seconds * 100) if seconds < 10 else 1000 + int(seconds * 10) if seconds < 60 else 2000 + int(seconds)
+    value = _RESETS.get(k)
+    if value is None:
+        value = format_reset(seconds).encode()
+        if len(_RESETS) < 8192:
+            _RESETS[k] = value
+    return value
+
+
 def _rules_of(scope: str, ident: str, rates: Rates, divisor: int) -> list[Rule]:
     out = []
     for name in ("rpm", "tpm", "concurrency"):
@@ -346,7 +363,7 @@ class Limiter:
             oldest = outcome.oldest[best]
             reset = oldest + BUCKETS - outcome.now if oldest >= 0 else 0.0
             headers += ((names[0], b"%d" % rules[best].limit), (names[1], b"%d" % (left if left > 0 else 0)),
-                        (names[2], format_reset(reset).encode()))
+                        (names[2], _reset_header(reset)))
         return headers
 
     @staticmethod
@@ -374,8 +391,12 @@ class Limiter:
         """Check and count ``rules`` (with ``costs``) without raising a refusal: the ticket, the
         :class:`Refusal`, or None when the backend cannot answer and limits fail open (503 when
         they fail closed)."""
+        backend = self.backend
         try:
-            outcome = await self.backend.acquire(rules, costs, request_id)
+            if type(backend) is MemoryBackend:
+                outcome = backend.acquire_now(rules, costs)  # no I/O: no coroutine to run
+            else:
+                outcome = await backend.acquire(rules, costs, request_id)
         except LimitsUnavailable:
             if self.fail_open:
                 return None

@@ -61,3 +61,13 @@ def test_memory_backend_counts_all_rules_or_none():
     second = backend.acquire_now(rules, [1, 1])
     assert second.failed == 2  # the concurrency rule refused...
     assert backend.windows["key:key_c:rpm"].total == 1  # ...and the rpm window did not count it
+
+
+def test_reset_header_is_format_reset_to_its_last_digit() -> None:
+    from fastgw.admission.limits import _reset_header, format_reset
+
+    for x in (0.0, 0.004, 0.12, 0.999, 1.0, 1.234, 9.5, 12.34, 45.6, 59.9, 60.0, 61.2, 119.9, 3600.0):
+        first = _reset_header(x)
+        assert _reset_header(x) == first  # remembered
+        # The same text as format_reset, or its neighbour in the last digit (one cache step).
+        assert first in {format_reset(x).encode(), format_reset(x - 0.01 if x < 10 else x - 0.1 if x < 60 else x - 1).encode()}
