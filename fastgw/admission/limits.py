@@ -201,6 +201,21 @@ def estimate_tokens(body: bytes) -> tuple[int, int]:
     return max(1, len(body) // 4), cap
 
 
+def rule_costs(rules: list[Rule], body: bytes, estimate: int = -1) -> tuple[list[int], int]:
+    """What a request counts in each rule (one request, or its token estimate) and that
+    estimate: ``estimate`` when known (not -1), else made from ``body`` once a tpm rule needs it."""
+    costs = []
+    for rule in rules:
+        if rule.name == "tpm":
+            if estimate < 0:
+                prompt, cap = estimate_tokens(body)
+                estimate = prompt + cap
+            costs.append(estimate)
+        else:
+            costs.append(1)
+    return costs, estimate
+
+
 def format_reset(seconds: float) -> str:
     """A duration as OpenAI writes it in ``x-ratelimit-reset-*``: ``120ms``, ``1.5s``, ``1m0s``."""
     if seconds <= 0:
@@ -317,16 +332,7 @@ class Limiter:
             rules = rules + self.route_rules(provider, upstream_model, model)
         if not rules:
             return None
-        estimate = 0
-        costs = []
-        for rule in rules:
-            if rule.name == "tpm":
-                if not estimate:
-                    prompt, cap = estimate_tokens(body)
-                    estimate = prompt + cap
-                costs.append(estimate)
-            else:
-                costs.append(1)
+        costs, _ = rule_costs(rules, body)
         result = await self.check(rules, costs, request_id)
         if isinstance(result, Refusal):
             raise result.error
@@ -385,7 +391,6 @@ class Limiter:
         return GatewayError(429, message, type="rate_limit_exceeded", param=None,
                             code=f"{rule.scope}_{rule.name}_limit",
                             headers=[(b"retry-after", str(retry).encode()), *headers])
-
 
     async def check(self, rules: list[Rule], costs: list[int], request_id: str) -> Ticket | Refusal | None:
         """Check and count ``rules`` (with ``costs``) without raising a refusal: the ticket, the

@@ -32,7 +32,7 @@ import asyncio
 import math
 from typing import TYPE_CHECKING
 
-from fastgw.admission.limits import CONCURRENCY_KIND, Limiter, Refusal, Rule, Ticket, estimate_tokens
+from fastgw.admission.limits import CONCURRENCY_KIND, Limiter, Refusal, Rule, Ticket, rule_costs
 from fastgw.config_shared import LimitsConfig
 from fastgw.controls import metrics
 from fastgw.errors import GatewayError
@@ -106,15 +106,7 @@ class QuotaRun:
         rules = self.quota.rules(dep.provider.name, dep.upstream_model, dep.model)
         if not rules:
             return True
-        costs = []
-        for rule in rules:
-            if rule.name == "tpm":
-                if self.estimate < 0:
-                    prompt, cap = estimate_tokens(self.body)
-                    self.estimate = prompt + cap
-                costs.append(self.estimate)
-            else:
-                costs.append(1)
+        costs, self.estimate = rule_costs(rules, self.body, self.estimate)
         self.n += 1
         try:
             # An id per attempt: a retry on the same target must not share a slot in Redis.

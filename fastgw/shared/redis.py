@@ -3,7 +3,7 @@
 :class:`SharedRedis` wraps one ``redis.asyncio`` client (the ``redis`` package, an optional
 dependency: ``pip install 'fastgw[redis]'``) for occasional operations, and one
 :class:`~fastgw.shared.resp.PipelinedRedis` connection for the commands issued on every
-request (:meth:`SharedRedis.execute`, :meth:`SharedRedis.evalsha`, :meth:`SharedRedis.send`).
+request (:meth:`SharedRedis.evalsha`, :meth:`SharedRedis.send`).
 :meth:`SharedRedis.call` runs one ``redis.asyncio`` operation within ``redis.timeout``
 seconds (the pipelined connection bounds its own commands the same way); any failure (refused, reset, timeout, a Redis
 error) is logged (at most once per ``retry_interval``), counted in
@@ -65,15 +65,6 @@ class SharedRedis:
             if time.monotonic() < self._down_until:
                 raise RedisUnavailable("redis is marked down")
             self._down_until = 0.0
-
-    async def execute(self, op: str, *args: Arg) -> Any:
-        """One command on the pipelined connection; :class:`RedisUnavailable` on any failure."""
-        self._check_breaker()
-        try:
-            return await self.fast.execute(*args)
-        except (RedisUnavailable, RespError) as exc:
-            self._failed(op, exc)
-            raise RedisUnavailable(str(exc)) from None
 
     async def evalsha(self, op: str, script: Script, keys: list[Arg], args: list[Arg]) -> Any:
         """A script on the pipelined connection (by SHA, loaded when Redis lacks it)."""

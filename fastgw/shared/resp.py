@@ -129,6 +129,12 @@ class _Connection(asyncio.Protocol):
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
 
+    def command(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
+        """Queue a command and return the future its reply will resolve."""
+        fut = self.loop.create_future()
+        self.push(pack(args), fut)
+        return fut
+
     def _flush(self) -> None:
         self.flush_scheduled = 0
         out = self.out
@@ -189,9 +195,7 @@ class PipelinedRedis:
             conn = await self._connection()
         if len(conn.pending) >= self.max_pending:
             raise RedisUnavailable(f"{self.max_pending} redis commands already waiting")
-        fut = conn.loop.create_future()
-        conn.push(pack(args), fut)
-        return await fut
+        return await conn.command(args)
 
     def send(self, *args: Arg) -> bool:
         conn = self._conn
@@ -240,9 +244,9 @@ class PipelinedRedis:
             waits = []
             if self.password is not None:
                 auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-                waits.append(self._on(conn, auth))
+                waits.append(conn.command(auth))
             if self.db:
-                waits.append(self._on(conn, ("SELECT", self.db)))
+                waits.append(conn.command(("SELECT", self.db)))
             for w in waits:
                 await w
         except BaseException:
@@ -250,22 +254,14 @@ class PipelinedRedis:
             raise
         return conn
 
-    @staticmethod
-    def _on(conn: _Connection, args: Sequence[Arg]) -> asyncio.Future[Any]:
-        fut = conn.loop.create_future()
-        conn.push(pack(args), fut)
-        return fut
-
     async def close(self) -> None:
         """Let what was sent be answered (bounded by the timeout), then close."""
         conn, self._conn = self._conn, None
         if conn is None or conn.closed:
             return
         if conn.pending:
-            fut = conn.loop.create_future()
-            conn.push(pack(("PING",)), fut)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(fut, self.timeout)
+                await asyncio.wait_for(conn.command(("PING",)), self.timeout)
         conn.closed = True
         if conn.transport is not None:
             conn.transport.close()
