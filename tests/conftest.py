@@ -21,6 +21,22 @@ def upstream_server() -> Iterator[UpstreamServer]:
     server.close()
 
 
+@pytest.fixture(scope="module")
+def a() -> Iterator[UpstreamServer]:
+    """A module's first own upstream (routes with two targets); its handler is the module's to set."""
+    server = UpstreamServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[UpstreamServer]:
+    """A module's second own upstream, like :func:`a`."""
+    server = UpstreamServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def upstream(upstream_server: UpstreamServer) -> UpstreamServer:
     """The session's upstream, reset: default handler, no recorded requests."""

@@ -52,20 +52,6 @@ limits:
 """
 
 
-@pytest.fixture(scope="module")
-def a() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def reset(a: UpstreamServer, b: UpstreamServer) -> None:
     for server in (a, b):

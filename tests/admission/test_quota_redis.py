@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from gateway import GatewayProcess
 from limits_support import usage_stream
 from rawhttp import RawResponse, post
-from upstream_server import UPSTREAM_JSON, Received, Reply, UpstreamServer, json_reply, sse_reply
+from upstream_server import UPSTREAM_JSON, Received, Reply, json_reply, sse_reply
 
 MASTER = "sk-master-quota-redis-0123456789"
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
 
 
 def config(a: str, b: str, redis_url: str) -> str:

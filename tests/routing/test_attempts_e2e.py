@@ -22,20 +22,6 @@ ADMIN = {"authorization": f"Bearer {MASTER}"}
 OK = lambda r: json_reply(UPSTREAM_JSON)  # noqa: E731
 
 
-@pytest.fixture(scope="module")
-def a() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def reset(a: UpstreamServer, b: UpstreamServer) -> None:
     for server in (a, b):

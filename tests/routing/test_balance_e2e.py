@@ -21,20 +21,6 @@ BUSY = lambda r: json_reply(b'{"error":{"message":"busy","type":"x","param":null
                             status=503)
 
 
-@pytest.fixture(scope="module")
-def a() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def reset(a: UpstreamServer, b: UpstreamServer) -> None:
     for server in (a, b):

@@ -17,20 +17,6 @@ HI = [{"role": "user", "content": "hi"}]
 OVERLOADED = lambda r: json_reply(anthropic_error("overloaded_error", "Overloaded"), status=529)  # noqa: E731
 
 
-@pytest.fixture(scope="module")
-def a() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def reset(a: UpstreamServer, b: UpstreamServer) -> None:
     for server in (a, b):
