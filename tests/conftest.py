@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gateway import GatewayProcess
-from redis_server import redis_server  # noqa: F401  (fixture for every test module)
+from redis_server import redis_server, redis_unix_server  # noqa: F401  (fixtures for every test module)
 from stores import pg_dsn, store_url  # noqa: F401  (fixtures for every test module)
 from upstream_server import UpstreamServer, json_reply
 

@@ -2,7 +2,8 @@
 
 ``redis_server`` (a pytest fixture, registered in conftest) yields a :class:`RedisServer`
 started from Debian's ``redis-server`` binary on a free port on 127.0.0.1, in a temp dir,
-with persistence off; it is stopped after the test. :meth:`RedisServer.kill` and
+with persistence off; it is stopped after the test. ``redis_unix_server`` is the same
+listening only on a unix socket in its temp dir (``url`` is then ``unix:///.../redis.sock?db=0``). :meth:`RedisServer.kill` and
 :meth:`RedisServer.start` let a test take Redis away mid-test and bring it back on the
 same port.
 
@@ -32,21 +33,29 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *, unix: bool = False) -> None:
         self.binary = binary
-        self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="fastgw-redis-")
+        # A unix socket instead of TCP (no port at all): its path, else None.
+        self.socket: str | None = os.path.join(self.dir, "redis.sock") if unix else None
+        self.port = 0 if unix else _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = []  # e.g. ["--requirepass", "pw"] (set before start)
 
     @property
     def url(self) -> str:
+        if self.socket is not None:
+            return f"unix://{self.socket}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         log = open(os.path.join(self.dir, "redis.log"), "ab")  # noqa: SIM115 - owned by the process
+        if self.socket is not None:
+            listen = ["--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700"]
+        else:
+            listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, *listen, "--save", "", "--appendonly", "no",
              "--dir", self.dir, "--protected-mode", "no", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -63,7 +72,13 @@ class RedisServer:
         """One RESP command; its first reply line, or None when Redis does not answer."""
         payload = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            if self.socket is not None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(1)
+                s.connect(self.socket)
+            else:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+            with s:
                 s.sendall(payload)
                 return s.recv(65536).split(b"\r\n", 1)[0]
         except OSError:
@@ -80,8 +95,7 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+def _serve(unix: bool) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
     if binary is None:
@@ -89,10 +103,20 @@ def redis_server() -> Iterator[RedisServer]:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"Redis tests cannot run under CI: {reason}", pytrace=False)
         pytest.skip(reason)
-    server = RedisServer(binary)
+    server = RedisServer(binary, unix=unix)
     try:
         server.start()
         yield server
     finally:
         with contextlib.suppress(Exception):
             server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    yield from _serve(unix=False)
+
+
+@pytest.fixture
+def redis_unix_server() -> Iterator[RedisServer]:
+    yield from _serve(unix=True)

@@ -54,6 +54,26 @@ def test_rpm_20_across_two_instances_lets_exactly_20_through(upstream, redis_ser
         b.stop()
 
 
+def test_limits_shared_over_a_unix_socket_with_a_password_and_database(upstream, redis_unix_server, tmp_path):
+    redis_unix_server.kill()
+    redis_unix_server.extra_args = ["--requirepass", "s3cret"]
+    redis_unix_server.start()
+    url = f"unix://:s3cret@{redis_unix_server.socket}?db=4"
+    upstream.handler = provider_with_usage(3, 2)
+    text = config(upstream.url, url, f"sqlite:///{tmp_path}/shared.db")
+    a = GatewayProcess(text)
+    b = GatewayProcess(text)
+    try:
+        token = create_key(a, rpm_limit=5)["key"]
+        # One limit across both instances (each alone would let 5 through; failing open, all 20).
+        assert statuses(burst([a.url, b.url], token, 20)) == {200: 5, 429: 15}
+        assert "shared through Redis" in a.logs() and "not reachable" not in a.logs() + b.logs()
+        assert "s3cret" not in a.logs() + b.logs()
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_rpm_20_across_two_workers_lets_exactly_20_through(upstream, redis_server, tmp_path):
     upstream.handler = provider_with_usage(3, 2)
     g = GatewayProcess(config(upstream.url, redis_server.url, f"sqlite:///{tmp_path}/s.db"), workers=2)

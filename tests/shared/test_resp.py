@@ -163,3 +163,49 @@ def test_waiters_are_bounded(redis_server) -> None:
         return sum(isinstance(x, RedisUnavailable) for x in results)
 
     assert run(main()) == 30
+
+
+def test_a_unix_socket_url_with_its_database(redis_unix_server) -> None:
+    path = redis_unix_server.socket
+    assert path is not None
+
+    async def main() -> tuple[list[int], object, object]:
+        r = PipelinedRedis(f"unix://{path}?db=5", 2.0)
+        counts = list(await asyncio.gather(*[r.execute("INCR", "n") for _ in range(500)]))
+        await r.execute("SET", "in5", "yes")
+        await r.execute("SELECT", 0)
+        db0 = await r.execute("GET", "in5")
+        await r.close()
+        default = PipelinedRedis(f"unix://{path}", 2.0)  # no db: database 0
+        got = await default.execute("GET", "in5")
+        await default.close()
+        return counts, db0, got
+
+    counts, db0, default = run(main())
+    assert counts == list(range(1, 501))
+    assert db0 is None and default is None  # the key went to database 5 only
+
+
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+def test_a_password_in_a_unix_socket_url(redis_unix_server, form: str) -> None:
+    redis_unix_server.kill()
+    redis_unix_server.extra_args = ["--requirepass", "s3cret"]
+    redis_unix_server.start()
+    path = redis_unix_server.socket
+
+    def url(password: str) -> str:
+        if form == "userinfo":
+            return f"unix://:{password}@{path}?db=2"
+        return f"unix://{path}?db=2&password={password}"
+
+    async def main() -> object:
+        r = PipelinedRedis(url("s3cret"), 2.0)
+        await r.execute("SET", "in2", "yes")
+        got = await r.execute("GET", "in2")
+        await r.close()
+        bad = PipelinedRedis(url("wrong"), 2.0)
+        with pytest.raises((RedisUnavailable, RespError)):
+            await bad.execute("PING")
+        return got
+
+    assert run(main()) == b"yes"
