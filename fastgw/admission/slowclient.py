@@ -74,7 +74,11 @@ class SendWatch:
         return watched
 
     def unwatch(self, watched: WatchedSend) -> None:
+        """Stop watching: the exchange sends through the plain ``send`` again, which also
+        breaks the exchange <-> watcher cycle, so the request is freed by reference counting
+        as soon as it ends instead of waiting for the cyclic collector."""
         self.active.discard(watched)
+        watched.ex.send = watched.inner
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._sweep())
