@@ -18,7 +18,7 @@ Tokens per minute are counted before the request from an estimate (body bytes / 
 :meth:`Limiter.settle` from the real usage once the answer went out; settling also frees
 the concurrency slot.
 
-:class:`MemoryBackend` keeps the counters in the worker. With several workers and no
+:class:`fastgw.admission.memory_limits.MemoryBackend` keeps the counters in the worker. With several workers and no
 Redis, every limit is divided by the number of workers (``limits.per_worker: true`` gives
 each worker the whole limit instead); :meth:`Limiter.describe` says which at start-up.
 """
@@ -26,8 +26,7 @@ each worker the whole limit instead); :meth:`Limiter.describe` says which at sta
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -63,13 +62,32 @@ class Outcome(msgspec.Struct, array_like=True):
     oldest: list[int]
 
 
+class RuleSet(list[Rule]):
+    """A request's rules, compiled once per key or target: each rule's limit, which rules set
+    the requests and tokens headers, and a backend's resolved counters (``memo``, valid for
+    ``memo_owner``). Rule lists are cached, so this is done once, not per request."""
+
+    __slots__ = ("costs_one", "limit_bytes", "limits", "memo", "memo_owner", "req", "tok", "tpm")
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        super().__init__(rules)
+        self.limits = tuple(r.limit for r in self)
+        self.limit_bytes = tuple(b"%d" % r.limit for r in self)
+        self.req = tuple(i for i, r in enumerate(self) if r.name == "rpm")
+        self.tok = tuple(i for i, r in enumerate(self) if r.name == "tpm")
+        self.tpm = self.tok[-1] if self.tok else -1  # a tpm rule's index (all cost the same)
+        self.costs_one = (1,) * len(self)  # the costs when no rule counts tokens
+        self.memo: Any = None
+        self.memo_owner: Any = None
+
+
 class Ticket:
     """What a request holds between admission and settling."""
 
     __slots__ = ("bucket", "estimate", "headers", "request_id", "reserved_usd", "rules", "settled")
 
     def __init__(self, rules: list[Rule], request_id: str, estimate: int, bucket: int) -> None:
-        self.rules = rules
+        self.rules = rules if rules.__class__ is RuleSet else RuleSet(rules)
         self.request_id = request_id
         self.estimate = estimate
         self.bucket = bucket
@@ -78,104 +96,20 @@ class Ticket:
         self.settled = False
 
 
+_NO_RULES = RuleSet()
+
+
 class Backend(Protocol):
-    async def acquire(self, rules: list[Rule], costs: list[int], request_id: str) -> Outcome: ...
+    """Where counters live. ``acquire`` checks every rule and, when all pass, counts the request
+    in all of them atomically; it returns the :class:`Outcome` at once when ``sync`` is true and
+    an awaitable of it otherwise. ``release`` is synchronous and never waits on I/O."""
+
+    sync: bool
+
+    def acquire(self, rules: RuleSet, costs: Sequence[int], request_id: str) -> Any: ...
     def release(self, ticket: Ticket, token_delta: int) -> None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-
-
-class _Window:
-    __slots__ = ("buckets", "total")
-
-    def __init__(self) -> None:
-        self.buckets: deque[list[int]] = deque()  # [second, amount], oldest first
-        self.total = 0
-
-    def prune(self, cur: int) -> None:
-        buckets = self.buckets
-        while buckets and buckets[0][0] < cur - WINDOW:
-            self.total -= buckets.popleft()[1]
-
-    def add(self, cur: int, amount: int) -> None:
-        buckets = self.buckets
-        if buckets and buckets[-1][0] == cur:
-            buckets[-1][1] += amount
-        else:
-            buckets.append([cur, amount])
-        self.total += amount
-
-    def correct(self, second: int, delta: int) -> None:
-        for bucket in reversed(self.buckets):
-            if bucket[0] == second:
-                bucket[1] += delta
-                self.total += delta
-                return
-
-
-class MemoryBackend:
-    """Counters in this worker (one event loop: every step is atomic by construction)."""
-
-    def __init__(self, lease: float = 900.0) -> None:
-        self.windows: dict[str, _Window] = {}
-        self.inflight: dict[str, int] = {}
-        self.lease = lease
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def acquire(self, rules: list[Rule], costs: list[int], request_id: str) -> Outcome:
-        return self.acquire_now(rules, costs)
-
-    def acquire_now(self, rules: list[Rule], costs: list[int]) -> Outcome:
-        now = time.time()
-        cur = int(now)
-        used: list[int] = []
-        oldest: list[int] = []
-        failed = 0
-        windows = self.windows
-        for i, rule in enumerate(rules):
-            if rule.kind == WINDOW_KIND:
-                w = windows.get(rule.counter)
-                if w is None:
-                    w = windows[rule.counter] = _Window()
-                w.prune(cur)
-                u = w.total
-                oldest.append(w.buckets[0][0] if w.buckets else -1)
-            else:
-                u = self.inflight.get(rule.counter, 0)
-                oldest.append(-1)
-            used.append(u)
-            if not failed and u + costs[i] > rule.limit:
-                failed = i + 1
-        if not failed:
-            for i, rule in enumerate(rules):
-                cost = costs[i]
-                if rule.kind == WINDOW_KIND:
-                    w = windows[rule.counter]
-                    w.add(cur, cost)
-                    if oldest[i] < 0:
-                        oldest[i] = cur
-                else:
-                    self.inflight[rule.counter] = used[i] + cost
-                used[i] += cost
-        return Outcome(failed, now, used, oldest)
-
-    def release(self, ticket: Ticket, token_delta: int) -> None:
-        for rule in ticket.rules:
-            if rule.kind == CONCURRENCY_KIND:
-                left = self.inflight.get(rule.counter, 0) - 1
-                if left > 0:
-                    self.inflight[rule.counter] = left
-                else:
-                    self.inflight.pop(rule.counter, None)
-            elif token_delta and rule.name == "tpm":
-                w = self.windows.get(rule.counter)
-                if w is not None:
-                    w.correct(ticket.bucket, token_delta)
 
 
 class _Estimate(msgspec.Struct):
@@ -187,12 +121,15 @@ class _Estimate(msgspec.Struct):
 _estimate_decoder = msgspec.json.Decoder(_Estimate)
 
 
-def estimate_tokens(body: bytes) -> tuple[int, int]:
-    """(prompt, completion) tokens a request may use: its size / 4, and its output cap (0 if none)."""
-    try:
-        fields = _estimate_decoder.decode(body)
-    except msgspec.DecodeError:
-        return max(1, len(body) // 4), 0
+def estimate_tokens(body: bytes, fields: Any = None) -> tuple[int, int]:
+    """(prompt, completion) tokens a request may use: its size / 4, and its output cap (0 if none).
+    ``fields``: the body's ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` as
+    the caller already decoded them (any object with those attributes); decoded here when None."""
+    if fields is None:
+        try:
+            fields = _estimate_decoder.decode(body)
+        except msgspec.DecodeError:
+            return max(1, len(body) // 4), 0
     cap = 0
     for value in (fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens):
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -201,19 +138,18 @@ def estimate_tokens(body: bytes) -> tuple[int, int]:
     return max(1, len(body) // 4), cap
 
 
-def rule_costs(rules: list[Rule], body: bytes, estimate: int = -1) -> tuple[list[int], int]:
+def rule_costs(rules: list[Rule], body: bytes, estimate: int = -1, fields: Any = None) -> tuple[Sequence[int], int]:
     """What a request counts in each rule (one request, or its token estimate) and that
-    estimate: ``estimate`` when known (not -1), else made from ``body`` once a tpm rule needs it."""
-    costs = []
-    for rule in rules:
-        if rule.name == "tpm":
-            if estimate < 0:
-                prompt, cap = estimate_tokens(body)
-                estimate = prompt + cap
-            costs.append(estimate)
-        else:
-            costs.append(1)
-    return costs, estimate
+    estimate: ``estimate`` when known (not -1), else made from ``body`` (and ``fields``, see
+    :func:`estimate_tokens`) once a tpm rule needs it."""
+    if rules.__class__ is not RuleSet:
+        rules = RuleSet(rules)
+    if rules.tpm < 0:  # type: ignore[attr-defined]
+        return rules.costs_one, estimate  # type: ignore[attr-defined]
+    if estimate < 0:
+        prompt, cap = estimate_tokens(body, fields)
+        estimate = prompt + cap
+    return [estimate if rule.name == "tpm" else 1 for rule in rules], estimate
 
 
 def format_reset(seconds: float) -> str:
@@ -228,14 +164,18 @@ def format_reset(seconds: float) -> str:
     return f"{minutes}m{int(seconds - minutes * 60)}s"
 
 
+_MILLIS = (b"1ms", *(format_reset(ms / 1000).encode() for ms in range(1, 1000)))
 _RESETS: dict[int, bytes] = {}
 
 
 def _reset_header(seconds: float) -> bytes:
-    """:func:`format_reset` as header bytes, remembered per step of its last digit (a reset
-    of a second or more is written with three significant digits, so the steps are few)."""
+    """:func:`format_reset` as header bytes, made once per value: below a second per
+    millisecond, above it per step of its last written digit."""
     if seconds < 1:
-        return format_reset(seconds).encode()
+        if seconds <= 0:
+            return b"0s"
+        ms = int(seconds * 1000 + 0.5)
+        return _MILLIS[ms] if ms < 1000 else b"1s"
     k = int(seconds * 100) if seconds < 10 else 1000 + int(seconds * 10) if seconds < 60 else 2000 + int(seconds)
     value = _RESETS.get(k)
     if value is None:
@@ -246,7 +186,7 @@ def _reset_header(seconds: float) -> bytes:
 
 
 def _rules_of(scope: str, ident: str, rates: Rates, divisor: int) -> list[Rule]:
-    out = []
+    out: list[Rule] = []
     for name in ("rpm", "tpm", "concurrency"):
         value = getattr(rates, name)
         if value is None:
@@ -275,9 +215,9 @@ class Limiter:
         self.has_config_rules = bool(cfg.models or cfg.providers)
         self._default = cfg.default if cfg.default.any() else None
         # (provider, upstream model, client model) -> the model and provider rules
-        self._route_rules: dict[tuple[str, str, str], list[Rule]] = {}
+        self._route_rules: dict[tuple[str, str, str], RuleSet] = {}
         # key id -> (its limits when the rules were made, the rules); remade when the limits change
-        self._key_rules: dict[str, tuple[tuple[int | None, ...], list[Rule]]] = {}
+        self._key_rules: dict[str, tuple[tuple[int | None, ...], RuleSet]] = {}
 
     def describe(self, workers: int, backend_name: str) -> str:
         if backend_name == "redis":
@@ -290,53 +230,55 @@ class Limiter:
         return (f"limits: {workers} workers without Redis and limits.per_worker: true: each worker enforces "
                 f"the whole limit, so up to {workers}x each limit in total")
 
-    def route_rules(self, provider: str, upstream_model: str, model: str) -> list[Rule]:
+    def route_rules(self, provider: str, upstream_model: str, model: str) -> RuleSet:
         k = (provider, upstream_model, model)
         rules = self._route_rules.get(k)
         if rules is None:
-            rules = []
+            found: list[Rule] = []
             qualified = f"{provider}/{upstream_model}"
             rates = _match(self.cfg.models, model, qualified, upstream_model)
             if rates is not None:
-                rules += _rules_of("model", qualified, rates, self.divisor)
+                found += _rules_of("model", qualified, rates, self.divisor)
             rates = self.cfg.providers.get(provider)
             if rates is not None:
-                rules += _rules_of("provider", provider, rates, self.divisor)
+                found += _rules_of("provider", provider, rates, self.divisor)
             if len(self._route_rules) > 4096:
                 self._route_rules.clear()
-            self._route_rules[k] = rules
+            rules = self._route_rules[k] = RuleSet(found)
         return rules
 
-    def key_rules(self, key: Any) -> list[Rule]:
+    def key_rules(self, key: Any) -> RuleSet:
         if key is None:
-            return []
+            return _NO_RULES
         own = (key.rpm_limit, key.tpm_limit, key.concurrency_limit)
         cached = self._key_rules.get(key.id)
         if cached is not None and cached[0] == own:
             return cached[1]
         if own == (None, None, None):
-            rules = [] if self._default is None else _rules_of("key", key.id, self._default, self.divisor)
+            rules = _NO_RULES if self._default is None else RuleSet(
+                _rules_of("key", key.id, self._default, self.divisor))
         else:
-            rules = _rules_of("key", key.id, Rates(*own), self.divisor)
+            rules = RuleSet(_rules_of("key", key.id, Rates(*own), self.divisor))
         if len(self._key_rules) > 65536:
             self._key_rules.clear()
         self._key_rules[key.id] = (own, rules)
         return rules
 
     async def admit(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
-                    request_id: str, *, targets: bool = True) -> Ticket | None:
+                    request_id: str, *, targets: bool = True, fields: Any = None) -> Ticket | None:
         """Check and count a request; None when no limit applies. Raises 429 on refusal.
-        ``targets=False``: the key's limits only (the target's are counted per attempt)."""
-        rules = self.key_rules(key)
+        ``targets=False``: the key's limits only (the target's are counted per attempt).
+        ``fields``: the body's output caps, already decoded (see :func:`estimate_tokens`)."""
+        rules: list[Rule] = self.key_rules(key)
         if self.has_config_rules and targets:
-            rules = rules + self.route_rules(provider, upstream_model, model)
+            rules = RuleSet(rules + self.route_rules(provider, upstream_model, model))
         if not rules:
             return None
-        costs, _ = rule_costs(rules, body)
+        costs, _ = rule_costs(rules, body, -1, fields)
         result = await self.check(rules, costs, request_id)
-        if isinstance(result, Refusal):
-            raise result.error
-        return result
+        if result.__class__ is Refusal:
+            raise result.error  # type: ignore[union-attr]
+        return result  # type: ignore[return-value]
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """Free the request's concurrency slots and correct its token estimate. Sync, never raises."""
@@ -347,33 +289,26 @@ class Limiter:
         self.backend.release(ticket, delta)
 
     @staticmethod
-    def _headers(rules: list[Rule], outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    def _headers(rules: RuleSet, outcome: Outcome) -> list[tuple[bytes, bytes]]:
         """The ``x-ratelimit-*`` trios of the tightest requests and tokens windows."""
-        req = tok = -1
-        req_left = tok_left = 0
-        used = outcome.used
-        for i, rule in enumerate(rules):
-            name = rule.name
-            if name == "rpm":
-                left = rule.limit - used[i]
-                if req < 0 or left < req_left:
-                    req, req_left = i, left
-            elif name == "tpm":
-                left = rule.limit - used[i]
-                if tok < 0 or left < tok_left:
-                    tok, tok_left = i, left
         headers: list[tuple[bytes, bytes]] = []
-        for best, left, names in ((req, req_left, _REQUEST_HEADERS), (tok, tok_left, _TOKEN_HEADERS)):
-            if best < 0:
+        used = outcome.used
+        limits = rules.limits
+        for idx, names in ((rules.req, _REQUEST_HEADERS), (rules.tok, _TOKEN_HEADERS)):
+            if not idx:
                 continue
+            best = idx[0]
+            left = limits[best] - used[best]
+            for i in idx[1:]:
+                if limits[i] - used[i] < left:
+                    best, left = i, limits[i] - used[i]
             oldest = outcome.oldest[best]
-            reset = oldest + BUCKETS - outcome.now if oldest >= 0 else 0.0
-            headers += ((names[0], b"%d" % rules[best].limit), (names[1], b"%d" % (left if left > 0 else 0)),
-                        (names[2], _reset_header(reset)))
+            headers += ((names[0], rules.limit_bytes[best]), (names[1], b"%d" % left if left > 0 else b"0"),
+                        (names[2], _reset_header(oldest + BUCKETS - outcome.now) if oldest >= 0 else b"0s"))
         return headers
 
     @staticmethod
-    def _refusal(rules: list[Rule], costs: list[int], outcome: Outcome,
+    def _refusal(rules: list[Rule], costs: Sequence[int], outcome: Outcome,
                  headers: list[tuple[bytes, bytes]]) -> GatewayError:
         i = outcome.failed - 1
         rule = rules[i]
@@ -392,28 +327,26 @@ class Limiter:
                             code=f"{rule.scope}_{rule.name}_limit",
                             headers=[(b"retry-after", str(retry).encode()), *headers])
 
-    async def check(self, rules: list[Rule], costs: list[int], request_id: str) -> Ticket | Refusal | None:
+    async def check(self, rules: list[Rule], costs: Sequence[int], request_id: str) -> Ticket | Refusal | None:
         """Check and count ``rules`` (with ``costs``) without raising a refusal: the ticket, the
         :class:`Refusal`, or None when the backend cannot answer and limits fail open (503 when
         they fail closed)."""
+        if rules.__class__ is not RuleSet:
+            rules = RuleSet(rules)
         backend = self.backend
         try:
-            if type(backend) is MemoryBackend:
-                outcome = backend.acquire_now(rules, costs)  # no I/O: no coroutine to run
-            else:
-                outcome = await backend.acquire(rules, costs, request_id)
+            outcome = backend.acquire(rules, costs, request_id)  # type: ignore[arg-type]
+            if not backend.sync:
+                outcome = await outcome
         except LimitsUnavailable:
             if self.fail_open:
                 return None
             raise GatewayError(503, "Rate limits cannot be checked right now; retry shortly.",
                                type="overloaded", code="limits_unavailable",
                                headers=[(b"retry-after", b"1")]) from None
-        estimate = 0
-        for rule, cost in zip(rules, costs, strict=True):
-            if rule.name == "tpm":
-                estimate = cost
-        ticket = Ticket(rules, request_id, estimate, int(outcome.now))
-        ticket.headers = self._headers(rules, outcome)
+        tpm = rules.tpm  # type: ignore[attr-defined]
+        ticket = Ticket(rules, request_id, costs[tpm] if tpm >= 0 else 0, int(outcome.now))
+        ticket.headers = self._headers(rules, outcome)  # type: ignore[arg-type]
         if not outcome.failed:
             return ticket
         i = outcome.failed - 1

@@ -14,6 +14,8 @@ A budgeted key on a model with no known price cannot be metered: it is refused w
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastgw.admission.limits import estimate_tokens
 from fastgw.config_shared import BudgetsConfig
 from fastgw.controls.keys import KeyManager, KeyRecord, over_budget
@@ -27,8 +29,10 @@ class Budgets:
         self.pricing = pricing
         self.keys = keys
 
-    async def reserve(self, key: KeyRecord, model: str, provider_type: str, body: bytes) -> float:
-        """The USD reserved for this request (0 when unmetered); raises 403/429 on refusal."""
+    async def reserve(self, key: KeyRecord, model: str, provider_type: str, body: bytes,
+                      fields: Any = None) -> float:
+        """The USD reserved for this request (0 when unmetered); raises 403/429 on refusal.
+        ``fields``: the body's output caps if already decoded (see :func:`estimate_tokens`)."""
         price = self.pricing.lookup(model, provider_type or None)
         if price is None:
             if self.cfg.unpriced == "allow":
@@ -38,7 +42,7 @@ class Budgets:
                 f"This API key has a budget, and model '{model}' has no known price, so its spend "
                 "cannot be metered. Price the model under 'pricing:' or set 'budgets.unpriced: allow'.",
                 type="permission_error", param="model", code="model_not_priced")
-        prompt, cap = estimate_tokens(body)
+        prompt, cap = estimate_tokens(body, fields)
         usd = self.pricing.cost(model, provider_type or None, prompt, cap or self.cfg.default_completion_tokens)
         if not usd:
             return 0.0

@@ -22,7 +22,8 @@ from typing import Any
 
 import msgspec
 
-from fastgw.admission.limits import Limiter, MemoryBackend, Ticket
+from fastgw.admission.limits import Limiter, Ticket
+from fastgw.admission.memory_limits import MemoryBackend
 from fastgw.admission.quota import Quota
 from fastgw.config import Config
 from fastgw.controls import metrics
@@ -162,14 +163,15 @@ class Controls:
 
     # -- admission ------------------------------------------------------------
 
-    async def admit(self, ex: Exchange, body: bytes) -> None:
-        """Limits, then a budgeted key's reservation; sets ``ex.ticket``. Raises 429/403/503."""
+    async def admit(self, ex: Exchange, body: bytes, fields: Any = None) -> None:
+        """Limits, then a budgeted key's reservation; sets ``ex.ticket``. Raises 429/403/503.
+        ``fields``: the body's output caps as the front door decoded them (for token estimates)."""
         key = ex.key
         ticket = await self.limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
-                                         targets=False)
+                                         targets=False, fields=fields)
         if key is not None and key.budget_usd is not None and self.budgets is not None:
             try:
-                reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body)
+                reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body, fields)
             except BaseException:
                 if ticket is not None:
                     self.limits.settle(ticket, 0)

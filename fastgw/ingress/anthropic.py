@@ -79,7 +79,7 @@ async def _serve(gw: Gateway, ex: Exchange, token: str | None, endpoint: bytes) 
     stream = routing.stream and endpoint == egress.MESSAGES
     ex.model = routing.model
     ex.stream = stream
-    route = await route_and_admit(gw, ex, routing.model, body, token)
+    route = await route_and_admit(gw, ex, routing, body, token)
     if stream:
         metrics.stream_started()
     try:

@@ -26,11 +26,15 @@ MAX_MODEL_LENGTH = 512
 
 
 class RoutingFields(msgspec.Struct):
-    """The only fields the fast path decodes."""
+    """The only fields the fast path decodes (the output caps feed a token estimate when a
+    limit or budget needs one, without decoding the body again)."""
 
     model: Any = msgspec.UNSET
     stream: Any = None
     stream_options: Any = msgspec.UNSET
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    max_output_tokens: Any = None
 
 
 _routing_decoder = msgspec.json.Decoder(RoutingFields)
@@ -40,14 +44,16 @@ _encoder = msgspec.json.Encoder()
 
 
 class Routing:
-    __slots__ = ("has_stream_options", "include_usage", "model", "stream")
+    __slots__ = ("fields", "has_stream_options", "include_usage", "model", "stream")
 
-    def __init__(self, model: str, stream: bool, include_usage: bool, has_stream_options: bool = False) -> None:
+    def __init__(self, model: str, stream: bool, include_usage: bool, has_stream_options: bool = False,
+                 fields: RoutingFields | None = None) -> None:
         self.model = model
         self.stream = stream
         self.include_usage = include_usage
         # The body has a top-level "stream_options" member (even null).
         self.has_stream_options = has_stream_options
+        self.fields = fields  # as decoded
 
 
 def decode_routing(body: bytes) -> Routing:
@@ -93,7 +99,7 @@ def decode_routing(body: bytes) -> Routing:
                 code="invalid_type",
             )
         include_usage = bool(value)
-    return Routing(model, stream, include_usage, present)
+    return Routing(model, stream, include_usage, present, fields)
 
 
 def too_deep() -> GatewayError:

@@ -93,7 +93,7 @@ async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | No
         raise bodies.bad_request(f"Streaming is not supported on {suffix[1:]}.", param="stream")
     ex.model = routing.model
     ex.stream = stream
-    route = await route_and_admit(gw, ex, routing.model, body, token)
+    route = await route_and_admit(gw, ex, routing, body, token)
     if stream:
         metrics.stream_started()
     cache = gw.controls.cache

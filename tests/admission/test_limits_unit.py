@@ -3,23 +3,34 @@ the reset format, and rules per key, model and provider."""
 
 from __future__ import annotations
 
-from fastgw.admission.limits import Limiter, MemoryBackend, _Window, estimate_tokens, format_reset
+from fastgw.admission.limits import Limiter, estimate_tokens, format_reset
+from fastgw.admission.memory_limits import MemoryBackend, _Window
 from fastgw.config_shared import LimitsConfig, Rates
 from fastgw.controls.keys import KeyRecord
 
 
 def test_a_window_slides_one_second_at_a_time_and_never_forgets_early():
     w = _Window()
-    w.add(100, 5)
-    w.add(130, 3)
-    w.prune(160)  # 60 s after the first bucket: still counted (no 60-second span sees more)
-    assert w.total == 8
-    w.prune(161)
-    assert w.total == 3
+    w.advance(100)
+    w.add(5)
+    w.advance(130)
+    w.add(3)
+    assert (w.total, w.first) == (8, 100)
+    w.advance(160)  # 60 s after the first bucket: still counted (no 60-second span sees more)
+    assert (w.total, w.first) == (8, 100)
+    w.advance(161)
+    assert (w.total, w.first) == (3, 130)
     w.correct(130, -2)
     assert w.total == 1
     w.correct(10, 7)  # a bucket already gone: nothing to correct
     assert w.total == 1
+    w.advance(191)
+    assert (w.total, w.first) == (0, -1)
+    w.add(4)
+    w.advance(400)  # a long silence clears the whole ring
+    assert (w.total, w.first) == (0, -1)
+    w.add(2)
+    assert (w.total, w.first, w.counts[400 % len(w.counts)]) == (2, 400, 2)
 
 
 def test_estimates_come_from_the_body_and_the_output_cap():
@@ -56,9 +67,9 @@ def test_memory_backend_counts_all_rules_or_none():
     lim = Limiter(LimitsConfig(), backend)
     key = KeyRecord(id="key_c", name="c", prefix="sk-fgw-c", rpm_limit=5, concurrency_limit=1)
     rules = lim.key_rules(key)
-    first = backend.acquire_now(rules, [1, 1])
+    first = backend.acquire(rules, [1, 1], "r1")
     assert first.failed == 0 and first.used == [1, 1]
-    second = backend.acquire_now(rules, [1, 1])
+    second = backend.acquire(rules, [1, 1], "r2")
     assert second.failed == 2  # the concurrency rule refused...
     assert backend.windows["key:key_c:rpm"].total == 1  # ...and the rpm window did not count it
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import pytest
 
-from fastgw.admission.limits import Limiter, MemoryBackend, Refusal, Ticket
+from fastgw.admission.limits import Limiter, Refusal, Ticket
+from fastgw.admission.memory_limits import MemoryBackend
 from fastgw.admission.quota import Quota, QuotaRun, merge_headers
 from fastgw.config import ConfigError, parse_config
 from fastgw.config_shared import LimitsConfig, Rates
@@ -140,13 +142,12 @@ def test_queue_defaults():
 def test_a_full_window_is_waited_for_until_its_oldest_second_leaves_and_only_when_that_is_in_time():
     async def go() -> None:
         limits = LimitsConfig(providers={"p": Rates(rpm=1)}, queue_s=30)
-        backend = MemoryBackend()
+        # The first request is counted a minute ago (its second leaves the window within a second).
+        backend = MemoryBackend(clock=lambda: time.time() - 60)
         quota = Quota(limits, Limiter(limits, backend), shared=False)
         dep: Deployment = _router(limits).resolve("m").plan.deployments[0]  # type: ignore[union-attr]
         assert await QuotaRun(quota, _exchange(), b"{}").take(dep)
-        # The request counted a minute ago (its second leaves the window within a second).
-        (bucket,) = backend.windows["provider:p:rpm"].buckets
-        bucket[0] -= 60
+        backend.clock = time.time
         run = QuotaRun(quota, _exchange(), b"{}")
         assert not await run.take(dep)
         assert 0 < run.refusals[0].wait <= 1

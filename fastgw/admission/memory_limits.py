@@ -1,0 +1,151 @@
+"""Limits counted in this worker: sliding windows and in-flight gauges in memory.
+
+:class:`MemoryBackend` is the backend of one worker without Redis. It runs on the event loop
+alone, so checking every rule of a request and counting it in all of them is atomic by
+construction, and it answers at once (``sync``: :meth:`Limiter.check` does not await it).
+
+A window is a ring of ``BUCKETS`` one-second counts and their running total. Moving to a new
+second drops the seconds that left the window (at most one pass over the ring, once a second);
+checking and counting within a second touch one slot. A rule set resolves its counters once
+(:attr:`RuleSet.memo`), so a request does no lookup by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from fastgw.admission.limits import BUCKETS, CONCURRENCY_KIND, WINDOW, Outcome, RuleSet, Ticket
+
+
+class _Window:
+    """Counts of the last ``BUCKETS`` seconds: the window ``[last - WINDOW, last]``."""
+
+    __slots__ = ("counts", "first", "last", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * BUCKETS  # second s is counted at s % BUCKETS
+        self.total = 0
+        self.last = 0  # the newest second seen
+        self.first = -1  # the oldest second still holding a count; -1 when none
+
+    def advance(self, cur: int) -> None:
+        """Move the window to end at ``cur`` (> ``last``), dropping the seconds that left it."""
+        last = self.last
+        self.last = cur
+        first = self.first
+        horizon = cur - WINDOW  # the oldest second still in the window
+        if first < 0 or first >= horizon:
+            return
+        counts = self.counts
+        if cur - last >= BUCKETS:
+            self.counts = [0] * BUCKETS
+            self.total = 0
+            self.first = -1
+            return
+        total = self.total
+        for s in range(max(first, last - WINDOW), horizon):
+            i = s % BUCKETS
+            total -= counts[i]
+            counts[i] = 0
+        self.total = total
+        self.first = -1
+        for s in range(horizon, cur + 1):
+            if counts[s % BUCKETS]:
+                self.first = s
+                break
+
+    def add(self, amount: int) -> None:
+        """Count ``amount`` in the newest second."""
+        last = self.last
+        self.counts[last % BUCKETS] += amount
+        self.total += amount
+        if self.first < 0:
+            self.first = last
+
+    def correct(self, second: int, delta: int) -> None:
+        """Change the count of ``second`` by ``delta`` if it is still in the window."""
+        if self.last - WINDOW <= second <= self.last:
+            self.counts[second % BUCKETS] += delta
+            self.total += delta
+
+
+class _Gauge:
+    """Requests in flight on one concurrency counter."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+class MemoryBackend:
+    """Counters in this worker (one event loop: every step is atomic by construction)."""
+
+    sync = True
+
+    def __init__(self, lease: float = 900.0, clock: Callable[[], float] = time.time) -> None:
+        self.windows: dict[str, _Window] = {}
+        self.gauges: dict[str, _Gauge] = {}
+        self.lease = lease  # unused in memory: a worker that dies takes its gauges with it
+        self.clock = clock
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def _resolve(self, rules: RuleSet) -> list[_Window | _Gauge]:
+        handles: list[_Window | _Gauge] = []
+        for rule in rules:
+            table: dict = self.windows if rule.kind != CONCURRENCY_KIND else self.gauges
+            h = table.get(rule.counter)
+            if h is None:
+                h = table[rule.counter] = _Window() if rule.kind != CONCURRENCY_KIND else _Gauge()
+            handles.append(h)
+        rules.memo = handles
+        rules.memo_owner = self
+        return handles
+
+    def acquire(self, rules: RuleSet, costs: Sequence[int], request_id: str) -> Outcome:
+        handles = rules.memo if rules.memo_owner is self else self._resolve(rules)
+        now = self.clock()
+        cur = int(now)
+        used: list[int] = []
+        oldest: list[int] = []
+        failed = 0
+        for i, h in enumerate(handles):
+            if h.__class__ is _Window:
+                if cur > h.last:  # type: ignore[union-attr]
+                    h.advance(cur)  # type: ignore[union-attr]
+                u = h.total  # type: ignore[union-attr]
+                oldest.append(h.first)  # type: ignore[union-attr]
+            else:
+                u = h.n  # type: ignore[union-attr]
+                oldest.append(-1)
+            used.append(u)
+            if not failed and u + costs[i] > rules.limits[i]:
+                failed = i + 1
+        if not failed:
+            for i, h in enumerate(handles):
+                cost = costs[i]
+                if h.__class__ is _Window:
+                    h.add(cost)  # type: ignore[union-attr]
+                    if oldest[i] < 0:
+                        oldest[i] = h.last  # type: ignore[union-attr]
+                else:
+                    h.n += cost  # type: ignore[union-attr]
+                used[i] += cost
+        return Outcome(failed, now, used, oldest)
+
+    def release(self, ticket: Ticket, token_delta: int) -> None:
+        rules = ticket.rules
+        handles = rules.memo if rules.memo_owner is self else self._resolve(rules)
+        for rule, h in zip(rules, handles, strict=True):
+            if h.__class__ is _Gauge:
+                if h.n > 0:  # type: ignore[union-attr]
+                    h.n -= 1  # type: ignore[union-attr]
+            elif token_delta and rule.name == "tpm":
+                h.correct(ticket.bucket, token_delta)  # type: ignore[union-attr]
+
