@@ -75,9 +75,37 @@ class SharedRedis:
             self._failed(op, exc)
             raise RedisUnavailable(str(exc)) from None
 
+    def submit(self, payload: bytes) -> asyncio.Future[Any] | None:
+        """A packed command on the pipelined connection, queued at once: the future of its
+        reply, or None when the connection must be opened first (then :meth:`run_packed`).
+        Raises :class:`RedisUnavailable` while the breaker is open or too much is waiting."""
+        self._check_breaker()
+        return self.fast.submit(payload)
+
+    async def run_packed(self, op: str, payload: bytes, script: Script | None = None,
+                         fut: asyncio.Future[Any] | None = None) -> Any:
+        """The reply to a packed command (``fut``: already submitted), opening the connection when
+        needed; a ``NOSCRIPT`` error loads ``script`` and sends the command once more. Every
+        failure is counted and raised as :class:`RedisUnavailable`."""
+        try:
+            try:
+                return await fut if fut is not None else await self.fast.execute_packed(payload)
+            except RespError as exc:
+                if script is None or not str(exc).startswith("NOSCRIPT"):
+                    raise
+            await self.fast.execute("SCRIPT", "LOAD", script.source)
+            return await self.fast.execute_packed(payload)
+        except (RedisUnavailable, RespError) as exc:
+            self._failed(op, exc)
+            raise RedisUnavailable(str(exc)) from None
+
     def send(self, *args: Arg) -> bool:
         """Fire and forget on the pipelined connection; False (nothing sent) when it is down."""
         return self.fast.send(*args)
+
+    def send_packed(self, payload: bytes) -> bool:
+        """:meth:`send` for a command already packed."""
+        return self.fast.send_packed(payload)
 
     async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
         """``fn()`` within the timeout; :class:`RedisUnavailable` on any failure."""

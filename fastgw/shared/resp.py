@@ -22,6 +22,9 @@ Contract:
   a later command on the same connection is always executed after it.
 - :meth:`PipelinedRedis.evalsha` runs a :class:`Script` by its SHA and falls back to ``EVAL``
   once when Redis does not have it (a restart or ``SCRIPT FLUSH``).
+- :meth:`PipelinedRedis.submit` queues a command already packed (a caller that issues the same
+  command shape on every request packs its constant part once) and returns the reply's future
+  without a coroutine; None when there is no live connection (then :meth:`execute_packed`).
 """
 
 from __future__ import annotations
@@ -48,14 +51,16 @@ class RespError(Exception):
     """An error reply from Redis (``NOSCRIPT``, ``WRONGTYPE``, ``NOAUTH`` ...)."""
 
 
+def bulk(a: Arg) -> bytes:
+    """One argument as a RESP bulk string."""
+    if not isinstance(a, bytes):
+        a = b"%d" % a if isinstance(a, int) else str(a).encode()
+    return b"$%d\r\n%s\r\n" % (len(a), a)
+
+
 def pack(args: Sequence[Arg]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if not isinstance(a, bytes):
-            a = str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+    return b"*%d\r\n" % len(args) + b"".join([bulk(a) for a in args])
 
 
 class Script:
@@ -197,11 +202,33 @@ class PipelinedRedis:
             raise RedisUnavailable(f"{self.max_pending} redis commands already waiting")
         return await conn.command(args)
 
+    def submit(self, payload: bytes) -> asyncio.Future[Any] | None:
+        conn = self._conn
+        if conn is None or conn.closed:
+            return None
+        if len(conn.pending) >= self.max_pending:
+            raise RedisUnavailable(f"{self.max_pending} redis commands already waiting")
+        fut = conn.loop.create_future()
+        conn.push(payload, fut)
+        return fut
+
+    async def execute_packed(self, payload: bytes) -> Any:
+        fut = self.submit(payload)
+        if fut is None:
+            await self._connection()
+            fut = self.submit(payload)
+            if fut is None:
+                raise RedisUnavailable("redis connection lost")
+        return await fut
+
     def send(self, *args: Arg) -> bool:
+        return self.send_packed(pack(args))
+
+    def send_packed(self, payload: bytes) -> bool:
         conn = self._conn
         if conn is None or conn.closed or len(conn.pending) >= self.max_pending:
             return False
-        conn.push(pack(args), None)
+        conn.push(payload, None)
         return True
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
