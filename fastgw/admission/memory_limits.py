@@ -64,9 +64,12 @@ class _Window:
             self.first = last
 
     def correct(self, second: int, delta: int) -> None:
-        """Change the count of ``second`` by ``delta`` if it is still in the window."""
+        """Change the count of ``second`` by ``delta`` (never below 0) if it is still in the window."""
         if self.last - WINDOW <= second <= self.last:
-            self.counts[second % BUCKETS] += delta
+            i = second % BUCKETS
+            if self.counts[i] + delta < 0:
+                delta = -self.counts[i]
+            self.counts[i] += delta
             self.total += delta
 
 

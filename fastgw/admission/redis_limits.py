@@ -3,14 +3,15 @@
 :meth:`RedisBackend.acquire` is one ``EVALSHA`` (the script is loaded once and called by
 its SHA): for each rule it reads the counter, and only when every rule has room it counts
 the request in all of them, atomically (Redis runs a script alone). Windows are hashes of
-one-second buckets (``HINCRBY``; buckets older than the window are deleted as they are
-seen; the key expires after the window); concurrency counters are sorted sets of request
-ids scored by a lease expiry, so a slot held by a dead instance frees itself. The clock is
-Redis's own ``TIME``, the same for every instance.
+one-second buckets with their running total (a check reads two fields; buckets older than
+the window are deleted once a second; the key expires after the window); concurrency
+counters are sorted sets of request ids scored by a lease expiry, so a slot held by a dead
+instance frees itself. The clock is Redis's own ``TIME``, the same for every instance.
+The constant part of each command is packed once per rule set.
 
 :meth:`RedisBackend.release` (settling: the token correction and the concurrency slot)
-is synchronous: its commands go out on the pipelined connection without waiting for the
-replies. When Redis is down they are dropped and counted; a lost release only keeps a
+is synchronous: one script goes out on the pipelined connection without waiting for the
+reply. When Redis is down it is dropped and counted; a lost release only keeps a
 concurrency slot until its lease ends.
 """
 
@@ -33,12 +34,18 @@ from fastgw.shared.resp import Arg, bulk
 
 log = logging.getLogger("fastgw.limits")
 
-# KEYS: one counter per rule. ARGV: lease seconds, per rule its kind and limit (the part that
-# is the same for every request of a rule set), then the request id and per rule its cost.
+# A window is a hash: one field per second still counted (its count), "t" the sum of those
+# and "o" the oldest of them (-1: none). A check reads "t" and "o"; only when "o" has left the
+# window (at most once a second per counter) are the buckets read, the old ones deleted and
+# "t" and "o" recounted. A concurrency counter is a sorted set of request ids scored by lease end.
+#
+# ACQUIRE. KEYS: one counter per rule. ARGV: lease seconds, per rule its kind and limit (the
+# part that is the same for every request of a rule set), then the request id and per rule its cost.
 ACQUIRE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cur = tonumber(t[1])
+local horizon = cur - {WINDOW}
 local n = #KEYS
 local lease = tonumber(ARGV[1])
 local rid = ARGV[2 * n + 2]
@@ -50,15 +57,26 @@ for i = 1, n do
   local u = 0
   local o = -1
   if ARGV[2 * i] == 'w' then
-    local h = redis.call('HGETALL', key)
-    for j = 1, #h, 2 do
-      local b = tonumber(h[j])
-      if b < cur - {WINDOW} then
-        redis.call('HDEL', key, h[j])
-      else
-        u = u + tonumber(h[j + 1])
-        if o < 0 or b < o then o = b end
+    local v = redis.call('HMGET', key, 't', 'o')
+    u = tonumber(v[1]) or 0
+    o = tonumber(v[2]) or -1
+    if o >= 0 and o < horizon then
+      local h = redis.call('HGETALL', key)
+      u = 0
+      o = -1
+      for j = 1, #h, 2 do
+        local f = h[j]
+        if f ~= 't' and f ~= 'o' then
+          local b = tonumber(f)
+          if b < horizon then
+            redis.call('HDEL', key, f)
+          else
+            u = u + tonumber(h[j + 1])
+            if o < 0 or b < o then o = b end
+          end
+        end
       end
+      redis.call('HSET', key, 't', u, 'o', o)
     end
   else
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -74,8 +92,12 @@ if failed == 0 then
     local cost = tonumber(ARGV[2 * n + 2 + i])
     if ARGV[2 * i] == 'w' then
       redis.call('HINCRBY', key, cur, cost)
+      redis.call('HINCRBY', key, 't', cost)
+      if oldest[i] < 0 then
+        oldest[i] = cur
+        redis.call('HSET', key, 'o', cur)
+      end
       redis.call('EXPIRE', key, {BUCKETS + 1})
-      if oldest[i] < 0 then oldest[i] = cur end
     else
       redis.call('ZADD', key, now + lease, rid)
       redis.call('EXPIRE', key, math.ceil(lease) + 1)
@@ -91,28 +113,54 @@ end
 return out
 """
 
-class _Packed:
-    """A rule set's commands with their constant parts packed once."""
+# ADJUST: settle (or give back) what a request counted. KEYS: its counters. ARGV: per counter
+# its kind, then the request id, the second it was counted in, and per counter a change: a
+# concurrency counter frees the request's slot when its change is not 0; a window adds the
+# change to that second and to "t", only while that second is still counted (a correction
+# that comes later has nothing left to correct), never below 0. Sent with EVAL, without
+# waiting for the reply: a Redis that lost its scripts still runs it.
+ADJUST = f"""
+local cur = tonumber(redis.call('TIME')[1])
+local n = #KEYS
+local bucket = tonumber(ARGV[n + 2])
+for i = 1, n do
+  local key = KEYS[i]
+  local delta = tonumber(ARGV[n + 2 + i])
+  if delta ~= 0 then
+    if ARGV[i] == 'c' then
+      redis.call('ZREM', key, ARGV[n + 1])
+    elseif bucket >= cur - {WINDOW} and redis.call('HEXISTS', key, bucket) == 1 then
+      local left = redis.call('HINCRBY', key, bucket, delta)
+      if left < 0 then
+        redis.call('HSET', key, bucket, 0)
+        delta = delta - left
+      end
+      redis.call('HINCRBY', key, 't', delta)
+    end
+  end
+end
+return 0
+"""
 
-    __slots__ = ("acquire", "release")
+
+class _Packed:
+    """A rule set's commands with their constant parts packed once: the acquire ``EVALSHA``
+    up to the request id, and the ``EVAL`` of :data:`ADJUST` up to the request id."""
+
+    __slots__ = ("acquire", "adjust", "slots")
 
     def __init__(self, prefix: str, sha: str, lease: float, rules: RuleSet) -> None:
+        n = len(rules)
         keys = [prefix + r.counter for r in rules]
-        head: list[Arg] = ["EVALSHA", sha, len(rules), *keys, lease]
+        head: list[Arg] = ["EVALSHA", sha, n, *keys, lease]
         for rule in rules:
             head += (rule.kind, rule.limit)
-        # The array holds the head, then the request id and one cost per rule.
-        self.acquire = b"*%d\r\n" % (len(head) + 1 + len(rules)) + b"".join([bulk(a) for a in head])
-        # Per rule: the start of its release command (the request id or the bucket and token
-        # correction follow), or None when settling sends nothing for it.
-        self.release: list[tuple[int, bytes] | None] = []
-        for rule, key in zip(rules, keys, strict=True):
-            if rule.kind == CONCURRENCY_KIND:
-                self.release.append((0, b"*3\r\n$4\r\nZREM\r\n" + bulk(key)))
-            elif rule.name == "tpm":
-                self.release.append((1, b"*4\r\n$7\r\nHINCRBY\r\n" + bulk(key)))
-            else:
-                self.release.append(None)
+        # Then the request id and one cost per rule.
+        self.acquire = b"*%d\r\n" % (len(head) + 1 + n) + b"".join([bulk(a) for a in head])
+        head = ["EVAL", ADJUST, n, *keys, *(r.kind for r in rules)]
+        # Then the request id, the second, and one change per rule.
+        self.adjust = b"*%d\r\n" % (len(head) + 2 + n) + b"".join([bulk(a) for a in head])
+        self.slots = any(r.kind == CONCURRENCY_KIND for r in rules)
 
 
 class RedisBackend:
@@ -157,16 +205,15 @@ class RedisBackend:
     def release(self, ticket: Ticket, token_delta: int) -> None:
         rules = ticket.rules
         packed: _Packed = rules.memo if rules.memo_owner is self else self._packed(rules)
-        send = self.redis.send_packed
-        for part in packed.release:
-            if part is None:
-                continue
-            what, head = part
-            if what == 0:
-                sent = send(head + bulk(ticket.request_id))
-            elif token_delta:
-                sent = send(head + bulk(ticket.bucket) + bulk(token_delta))
-            else:
-                continue
-            if not sent:
-                self.dropped += 1
+        if not packed.slots and not token_delta:
+            return
+        deltas = [1 if r.kind == CONCURRENCY_KIND else token_delta if r.name == "tpm" else 0 for r in rules]
+        self.adjust(ticket, deltas)
+
+    def adjust(self, ticket: Ticket, deltas: Sequence[int]) -> None:
+        """Send :data:`ADJUST` for ``ticket`` with one change per rule (fire and forget)."""
+        rules = ticket.rules
+        packed: _Packed = rules.memo if rules.memo_owner is self else self._packed(rules)
+        payload = packed.adjust + bulk(ticket.request_id) + bulk(ticket.bucket) + b"".join([bulk(d) for d in deltas])
+        if not self.redis.send_packed(payload):
+            self.dropped += 1
