@@ -25,7 +25,7 @@ from bench.gateway import (
     http_call,
 )
 from bench.loadgen import LoadResult, LoadSpec, run_load
-from bench.procstat import TreeMeter, sample_tree
+from bench.procstat import CLK_TCK, TreeMeter, cpu_ticks, sample_tree
 from bench.report import git_rev
 from bench.scenarios import PROFILES, Scenario, build_matrix
 
@@ -157,6 +157,9 @@ class Matrix:
         spec = self._spec(sc, port, reqs)
         self.progress.begin(f"{sc.key} w={self._w} {side}")
         meter = TreeMeter(meter_root).start() if meter_root else None
+        # The loopback redis-server's CPU, so a Redis-backed mode shows what Redis spends per request.
+        redis_pid = self._redis.proc.pid if meter and self._redis is not None and self._redis.proc else None
+        redis_t0 = cpu_ticks(redis_pid) if redis_pid else 0
         last = [0.0]
 
         def tick(issued: int, elapsed: float) -> None:
@@ -174,6 +177,8 @@ class Matrix:
             run["gw_peak_rss_kb"] = m["peak_rss_kb"]
             run["gw_hwm_kb"] = m["hwm_kb"]
             run["gw_procs"] = m["procs"]
+            if redis_pid:
+                run["redis_cpu_s"] = max(0, cpu_ticks(redis_pid) - redis_t0) / CLK_TCK
         s = res.summary()
         self.progress.end(f"{s['rps']:.0f} req/s  ttfb p50 {s['ttfb_us']['p50'] / 1000:.2f} ms  "
                           f"errors {s['errors']}")
@@ -200,6 +205,8 @@ class Matrix:
             e["gw_peak_rss_mb"] = round(max(r["gw_peak_rss_kb"] for r in runs) / 1024, 1)
             e["gw_hwm_mb"] = round(max(r["gw_hwm_kb"] for r in runs) / 1024, 1)
             e["gw_procs"] = max(r["gw_procs"] for r in runs)
+            if all("redis_cpu_s" in r for r in runs):
+                e["redis_cpu_us_per_req"] = round(sum(r["redis_cpu_s"] for r in runs) * 1e6 / max(1, merged.issued), 1)
         if sc.kind in ("paced", "stall"):
             interval_us = int(PROFILES[sc.profile].interval_ms * 1000)
             e["upstream_interval_us"] = interval_us

@@ -230,20 +230,29 @@ def _pct(a: float, b: float) -> str:
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Per-scenario change from run A to run B (matched on scenario, concurrency, workers, side)."""
+    """Per-scenario change from run A to run B (matched on scenario, concurrency, workers, side);
+    with a Redis-backed mode, also what the loopback redis-server spent per request."""
     key = lambda e: (e["scenario"], e["concurrency"], e["workers"], e["side"])  # noqa: E731
     bmap = {key(e): e for e in b["entries"]}
+    pairs = [(ea, bmap[key(ea)]) for ea in a["entries"]
+             if key(ea) in bmap and "rps" in ea and "rps" in bmap[key(ea)]]
+    with_redis = any("redis_cpu_us_per_req" in e for pair in pairs for e in pair)
     rows = []
-    for ea in a["entries"]:
-        eb = bmap.get(key(ea))
-        if eb is None or "rps" not in ea or "rps" not in eb:
-            continue
-        rows.append([ea["scenario"], str(ea["concurrency"]), str(ea["workers"]), ea["side"],
-                     f"{ea['rps']:.0f}", f"{eb['rps']:.0f}", _pct(ea["rps"], eb["rps"]),
-                     _ms(ea["ttfb_us"]["p50"]), _ms(eb["ttfb_us"]["p50"]),
-                     _ms(ea["total_us"]["p99"]), _ms(eb["total_us"]["p99"]),
-                     f"{ea.get('gw_cpu_us_per_req', 0):.0f}" if ea["side"] == "gateway" else "",
-                     f"{eb.get('gw_cpu_us_per_req', 0):.0f}" if eb["side"] == "gateway" else ""])
+    for ea, eb in pairs:
+        row = [ea["scenario"], str(ea["concurrency"]), str(ea["workers"]), ea["side"],
+               f"{ea['rps']:.0f}", f"{eb['rps']:.0f}", _pct(ea["rps"], eb["rps"]),
+               _ms(ea["ttfb_us"]["p50"]), _ms(eb["ttfb_us"]["p50"]),
+               _ms(ea["total_us"]["p99"]), _ms(eb["total_us"]["p99"]),
+               f"{ea.get('gw_cpu_us_per_req', 0):.0f}" if ea["side"] == "gateway" else "",
+               f"{eb.get('gw_cpu_us_per_req', 0):.0f}" if eb["side"] == "gateway" else ""]
+        if with_redis:
+            row += [_us(ea.get("redis_cpu_us_per_req")), _us(eb.get("redis_cpu_us_per_req"))]
+        rows.append(row)
+    cols = [*CMP_COLS, "redis us/req A", "B"] if with_redis else CMP_COLS
     la = a["meta"].get("label") or a["meta"].get("git_rev") or "A"
     lb = b["meta"].get("label") or b["meta"].get("git_rev") or "B"
-    return f"A = {la} ({a['meta']['started']})\nB = {lb} ({b['meta']['started']})\n\n" + text_table(rows, CMP_COLS)
+    return f"A = {la} ({a['meta']['started']})\nB = {lb} ({b['meta']['started']})\n\n" + text_table(rows, cols)
+
+
+def _us(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"

@@ -107,3 +107,6 @@ def test_matrix_with_limits_or_cache_controls(tmp_path: Path, controls: str) -> 
         g = by[(name, "gateway")]
         # A refused (429) or unknown key would count as errors: the limits were never reached.
         assert g["rps"] > 0 and g["errors"] == 0, g
+        # Redis-backed modes report the redis-server's CPU per request beside the gateway's.
+        assert ("redis_cpu_us_per_req" in g) == controls.endswith("-redis"), g
+    assert ("redis us/req A" in compare(res, res)) == controls.endswith("-redis")
