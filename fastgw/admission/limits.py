@@ -67,15 +67,18 @@ class RuleSet(list[Rule]):
     the requests and tokens headers, and a backend's resolved counters (``memo``, valid for
     ``memo_owner``). Rule lists are cached, so this is done once, not per request."""
 
-    __slots__ = ("costs_one", "limit_bytes", "limits", "memo", "memo_owner", "req", "tok", "tpm")
+    __slots__ = ("costs_one", "limit_headers", "limits", "memo", "memo_owner", "req", "tok", "trios")
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         super().__init__(rules)
         self.limits = tuple(r.limit for r in self)
-        self.limit_bytes = tuple(b"%d" % r.limit for r in self)
         self.req = tuple(i for i, r in enumerate(self) if r.name == "rpm")
         self.tok = tuple(i for i, r in enumerate(self) if r.name == "tpm")
-        self.tpm = self.tok[-1] if self.tok else -1  # a tpm rule's index (all cost the same)
+        # Per rpm or tpm rule its x-ratelimit-limit-* header, and the trios this set answers with.
+        self.limit_headers = tuple((_TOKEN_HEADERS[0] if r.name == "tpm" else _REQUEST_HEADERS[0], b"%d" % r.limit)
+                                   for r in self)
+        self.trios = tuple((idx, names, millis) for idx, names, millis in (
+            (self.req, _REQUEST_HEADERS, _RESET_REQUESTS_MS), (self.tok, _TOKEN_HEADERS, _RESET_TOKENS_MS)) if idx)
         self.costs_one = (1,) * len(self)  # the costs when no rule counts tokens
         self.memo: Any = None
         self.memo_owner: Any = None
@@ -94,9 +97,6 @@ class Ticket:
         self.headers: list[tuple[bytes, bytes]] = []
         self.reserved_usd = 0.0
         self.settled = False
-
-
-_NO_RULES = RuleSet()
 
 
 class Backend(Protocol):
@@ -130,12 +130,12 @@ def estimate_tokens(body: bytes, fields: Any = None) -> tuple[int, int]:
             fields = _estimate_decoder.decode(body)
         except msgspec.DecodeError:
             return max(1, len(body) // 4), 0
-    cap = 0
-    for value in (fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens):
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            cap = value
-            break
-    return max(1, len(body) // 4), cap
+    return max(1, len(body) // 4), _cap(fields.max_completion_tokens) or _cap(fields.max_tokens) or _cap(
+        fields.max_output_tokens)
+
+
+def _cap(value: Any) -> int:
+    return value if value.__class__ is int and value > 0 else 0
 
 
 def rule_costs(rules: list[Rule], body: bytes, estimate: int = -1, fields: Any = None) -> tuple[Sequence[int], int]:
@@ -144,12 +144,16 @@ def rule_costs(rules: list[Rule], body: bytes, estimate: int = -1, fields: Any =
     :func:`estimate_tokens`) once a tpm rule needs it."""
     if rules.__class__ is not RuleSet:
         rules = RuleSet(rules)
-    if rules.tpm < 0:  # type: ignore[attr-defined]
+    tok = rules.tok  # type: ignore[attr-defined]
+    if not tok:
         return rules.costs_one, estimate  # type: ignore[attr-defined]
     if estimate < 0:
         prompt, cap = estimate_tokens(body, fields)
         estimate = prompt + cap
-    return [estimate if rule.name == "tpm" else 1 for rule in rules], estimate
+    costs = list(rules.costs_one)  # type: ignore[attr-defined]
+    for i in tok:
+        costs[i] = estimate
+    return costs, estimate
 
 
 def format_reset(seconds: float) -> str:
@@ -164,8 +168,13 @@ def format_reset(seconds: float) -> str:
     return f"{minutes}m{int(seconds - minutes * 60)}s"
 
 
-_MILLIS = (b"1ms", *(format_reset(ms / 1000).encode() for ms in range(1, 1000)))
 _RESETS: dict[int, bytes] = {}
+
+
+_MILLIS = (b"1ms", *(format_reset(ms / 1000).encode() for ms in range(1, 1000)))
+_RESET_REQUESTS_MS = tuple((_REQUEST_HEADERS[2], v) for v in _MILLIS)
+_RESET_TOKENS_MS = tuple((_TOKEN_HEADERS[2], v) for v in _MILLIS)
+_NO_RULES = RuleSet()
 
 
 def _reset_header(seconds: float) -> bytes:
@@ -269,9 +278,10 @@ class Limiter:
         """Check and count a request; None when no limit applies. Raises 429 on refusal.
         ``targets=False``: the key's limits only (the target's are counted per attempt).
         ``fields``: the body's output caps, already decoded (see :func:`estimate_tokens`)."""
-        rules: list[Rule] = self.key_rules(key)
-        if self.has_config_rules and targets:
-            rules = RuleSet(rules + self.route_rules(provider, upstream_model, model))
+        if self.backend.sync:
+            return self.admit_now(key, provider, upstream_model, model, body, request_id,
+                                  targets=targets, fields=fields)
+        rules = self._request_rules(key, provider, upstream_model, model, targets)
         if not rules:
             return None
         costs, _ = rule_costs(rules, body, -1, fields)
@@ -279,6 +289,24 @@ class Limiter:
         if result.__class__ is Refusal:
             raise result.error  # type: ignore[union-attr]
         return result  # type: ignore[return-value]
+
+    def admit_now(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
+                  request_id: str, *, targets: bool = True, fields: Any = None) -> Ticket | None:
+        """:meth:`admit` with a backend that answers at once (``backend.sync``): no coroutine."""
+        rules = self._request_rules(key, provider, upstream_model, model, targets)
+        if not rules:
+            return None
+        costs, _ = rule_costs(rules, body, -1, fields)
+        result = self._decide(rules, costs, request_id, self.backend.acquire(rules, costs, request_id))
+        if result.__class__ is Refusal:
+            raise result.error  # type: ignore[union-attr]
+        return result  # type: ignore[return-value]
+
+    def _request_rules(self, key: Any, provider: str, upstream_model: str, model: str, targets: bool) -> RuleSet:
+        rules = self.key_rules(key)
+        if self.has_config_rules and targets:
+            return RuleSet(rules + self.route_rules(provider, upstream_model, model))
+        return rules
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """Free the request's concurrency slots and correct its token estimate. Sync, never raises."""
@@ -294,17 +322,21 @@ class Limiter:
         headers: list[tuple[bytes, bytes]] = []
         used = outcome.used
         limits = rules.limits
-        for idx, names in ((rules.req, _REQUEST_HEADERS), (rules.tok, _TOKEN_HEADERS)):
-            if not idx:
-                continue
+        for idx, names, millis in rules.trios:
             best = idx[0]
             left = limits[best] - used[best]
-            for i in idx[1:]:
-                if limits[i] - used[i] < left:
-                    best, left = i, limits[i] - used[i]
+            if len(idx) > 1:
+                for i in idx[1:]:
+                    if limits[i] - used[i] < left:
+                        best, left = i, limits[i] - used[i]
+            headers.append(rules.limit_headers[best])
+            headers.append((names[1], b"%d" % left if left > 0 else b"0"))
             oldest = outcome.oldest[best]
-            headers += ((names[0], rules.limit_bytes[best]), (names[1], b"%d" % left if left > 0 else b"0"),
-                        (names[2], _reset_header(oldest + BUCKETS - outcome.now) if oldest >= 0 else b"0s"))
+            reset = oldest + BUCKETS - outcome.now if oldest >= 0 else 0.0
+            if 0 < reset < 0.9995:
+                headers.append(millis[int(reset * 1000 + 0.5)])
+            else:
+                headers.append((names[2], _reset_header(reset)))
         return headers
 
     @staticmethod
@@ -334,19 +366,23 @@ class Limiter:
         if rules.__class__ is not RuleSet:
             rules = RuleSet(rules)
         backend = self.backend
+        if backend.sync:
+            return self._decide(rules, costs, request_id, backend.acquire(rules, costs, request_id))  # type: ignore[arg-type]
         try:
-            outcome = backend.acquire(rules, costs, request_id)  # type: ignore[arg-type]
-            if not backend.sync:
-                outcome = await outcome
+            outcome = await backend.acquire(rules, costs, request_id)  # type: ignore[arg-type]
         except LimitsUnavailable:
             if self.fail_open:
                 return None
             raise GatewayError(503, "Rate limits cannot be checked right now; retry shortly.",
                                type="overloaded", code="limits_unavailable",
                                headers=[(b"retry-after", b"1")]) from None
-        tpm = rules.tpm  # type: ignore[attr-defined]
-        ticket = Ticket(rules, request_id, costs[tpm] if tpm >= 0 else 0, int(outcome.now))
-        ticket.headers = self._headers(rules, outcome)  # type: ignore[arg-type]
+        return self._decide(rules, costs, request_id, outcome)  # type: ignore[arg-type]
+
+    def _decide(self, rules: RuleSet, costs: Sequence[int], request_id: str, outcome: Outcome) -> Ticket | Refusal:
+        """The ticket of an admitted request, or the refusal, from the backend's outcome."""
+        tok = rules.tok
+        ticket = Ticket(rules, request_id, costs[tok[0]] if tok else 0, int(outcome.now))
+        ticket.headers = self._headers(rules, outcome)
         if not outcome.failed:
             return ticket
         i = outcome.failed - 1

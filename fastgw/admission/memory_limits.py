@@ -82,6 +82,17 @@ class _Gauge:
         self.n = 0
 
 
+class _Memo:
+    """A rule set's counters in this backend: all of them in rule order, its gauges, its token windows."""
+
+    __slots__ = ("gauges", "handles", "tokens")
+
+    def __init__(self, handles: list[_Window | _Gauge], gauges: list[_Gauge], tokens: list[_Window]) -> None:
+        self.handles = handles
+        self.gauges = gauges
+        self.tokens = tokens
+
+
 class MemoryBackend:
     """Counters in this worker (one event loop: every step is atomic by construction)."""
 
@@ -100,6 +111,8 @@ class MemoryBackend:
         return None
 
     def _resolve(self, rules: RuleSet) -> list[_Window | _Gauge]:
+        """The rule set's counters in rule order, kept in ``rules.memo`` together with the gauges
+        :meth:`release` frees and the token windows it corrects."""
         handles: list[_Window | _Gauge] = []
         for rule in rules:
             table: dict = self.windows if rule.kind != CONCURRENCY_KIND else self.gauges
@@ -107,48 +120,67 @@ class MemoryBackend:
             if h is None:
                 h = table[rule.counter] = _Window() if rule.kind != CONCURRENCY_KIND else _Gauge()
             handles.append(h)
-        rules.memo = handles
+        rules.memo = _Memo(handles, [h for h in handles if h.__class__ is _Gauge],
+                           [h for h, r in zip(handles, rules, strict=True) if r.name == "tpm"])
         rules.memo_owner = self
         return handles
 
     def acquire(self, rules: RuleSet, costs: Sequence[int], request_id: str) -> Outcome:
-        handles = rules.memo if rules.memo_owner is self else self._resolve(rules)
+        """Count the request in each rule in turn; the first rule without room undoes what was
+        counted before it (nothing else runs in between: all or nothing)."""
+        handles = rules.memo.handles if rules.memo_owner is self else self._resolve(rules)
         now = self.clock()
         cur = int(now)
+        limits = rules.limits
         used: list[int] = []
         oldest: list[int] = []
-        failed = 0
         for i, h in enumerate(handles):
+            cost = costs[i]
             if h.__class__ is _Window:
                 if cur > h.last:  # type: ignore[union-attr]
                     h.advance(cur)  # type: ignore[union-attr]
                 u = h.total  # type: ignore[union-attr]
+                if u + cost > limits[i]:
+                    return self._refuse(handles, costs, i, now)
+                last = h.last  # type: ignore[union-attr]
+                h.counts[last % BUCKETS] += cost  # type: ignore[union-attr]
+                h.total = u + cost  # type: ignore[union-attr]
+                if h.first < 0:  # type: ignore[union-attr]
+                    h.first = last  # type: ignore[union-attr]
                 oldest.append(h.first)  # type: ignore[union-attr]
             else:
                 u = h.n  # type: ignore[union-attr]
+                if u + cost > limits[i]:
+                    return self._refuse(handles, costs, i, now)
+                h.n = u + cost  # type: ignore[union-attr]
                 oldest.append(-1)
-            used.append(u)
-            if not failed and u + costs[i] > rules.limits[i]:
-                failed = i + 1
-        if not failed:
-            for i, h in enumerate(handles):
-                cost = costs[i]
-                if h.__class__ is _Window:
-                    h.add(cost)  # type: ignore[union-attr]
-                    if oldest[i] < 0:
-                        oldest[i] = h.last  # type: ignore[union-attr]
-                else:
-                    h.n += cost  # type: ignore[union-attr]
-                used[i] += cost
-        return Outcome(failed, now, used, oldest)
+            used.append(u + cost)
+        return Outcome(0, now, used, oldest)
+
+    @staticmethod
+    def _refuse(handles: list[_Window | _Gauge], costs: Sequence[int], failed: int, now: float) -> Outcome:
+        """Undo the counts of the rules before ``failed`` and report every rule as it stands."""
+        for h, cost in zip(handles[:failed], costs, strict=False):
+            if h.__class__ is _Window:
+                h.counts[h.last % BUCKETS] -= cost  # type: ignore[union-attr]
+                h.total -= cost  # type: ignore[union-attr]
+                if not h.total:  # type: ignore[union-attr]
+                    h.first = -1  # type: ignore[union-attr]
+            else:
+                h.n -= cost  # type: ignore[union-attr]
+        used = [h.total if h.__class__ is _Window else h.n for h in handles]  # type: ignore[union-attr]
+        oldest = [h.first if h.__class__ is _Window else -1 for h in handles]  # type: ignore[union-attr]
+        return Outcome(failed + 1, now, used, oldest)
 
     def release(self, ticket: Ticket, token_delta: int) -> None:
         rules = ticket.rules
-        handles = rules.memo if rules.memo_owner is self else self._resolve(rules)
-        for rule, h in zip(rules, handles, strict=True):
-            if h.__class__ is _Gauge:
-                if h.n > 0:  # type: ignore[union-attr]
-                    h.n -= 1  # type: ignore[union-attr]
-            elif token_delta and rule.name == "tpm":
-                h.correct(ticket.bucket, token_delta)  # type: ignore[union-attr]
+        if rules.memo_owner is not self:
+            self._resolve(rules)
+        memo: _Memo = rules.memo
+        for g in memo.gauges:
+            if g.n > 0:
+                g.n -= 1
+        if token_delta:
+            for w in memo.tokens:
+                w.correct(ticket.bucket, token_delta)
 

@@ -167,8 +167,13 @@ class Controls:
         """Limits, then a budgeted key's reservation; sets ``ex.ticket``. Raises 429/403/503.
         ``fields``: the body's output caps as the front door decoded them (for token estimates)."""
         key = ex.key
-        ticket = await self.limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
-                                         targets=False, fields=fields)
+        limits = self.limits
+        if limits.backend.sync:  # in-process: no coroutine to run
+            ticket = limits.admit_now(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
+                                      targets=False, fields=fields)
+        else:
+            ticket = await limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
+                                        targets=False, fields=fields)
         if key is not None and key.budget_usd is not None and self.budgets is not None:
             try:
                 reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body, fields)
