@@ -285,7 +285,11 @@ class Limiter:
         if not rules:
             return None
         costs, _ = rule_costs(rules, body, -1, fields)
-        result = await self.check(rules, costs, request_id)
+        try:
+            outcome = await self.backend.acquire(rules, costs, request_id)
+        except LimitsUnavailable:
+            return self._unavailable()
+        result = self._decide(rules, costs, request_id, outcome)
         if result.__class__ is Refusal:
             raise result.error  # type: ignore[union-attr]
         return result  # type: ignore[return-value]
@@ -371,12 +375,16 @@ class Limiter:
         try:
             outcome = await backend.acquire(rules, costs, request_id)  # type: ignore[arg-type]
         except LimitsUnavailable:
-            if self.fail_open:
-                return None
-            raise GatewayError(503, "Rate limits cannot be checked right now; retry shortly.",
-                               type="overloaded", code="limits_unavailable",
-                               headers=[(b"retry-after", b"1")]) from None
+            return self._unavailable()
         return self._decide(rules, costs, request_id, outcome)  # type: ignore[arg-type]
+
+    def _unavailable(self) -> None:
+        """The backend could not answer: None (admit without limits) when limits fail open,
+        else the 503 to answer."""
+        if self.fail_open:
+            return None
+        raise GatewayError(503, "Rate limits cannot be checked right now; retry shortly.",
+                           type="overloaded", code="limits_unavailable", headers=[(b"retry-after", b"1")])
 
     def _decide(self, rules: RuleSet, costs: Sequence[int], request_id: str, outcome: Outcome) -> Ticket | Refusal:
         """The ticket of an admitted request, or the refusal, from the backend's outcome."""

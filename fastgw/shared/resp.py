@@ -85,6 +85,7 @@ class _Connection(asyncio.Protocol):
         self.pending: deque[tuple[asyncio.Future[Any] | None, float]] = deque()
         self.out: list[bytes] = []
         self.flush_scheduled = 0  # 0: none, 1: this iteration, 2: lazy (fire-and-forget only)
+        self.lazy: asyncio.TimerHandle | None = None  # the lazy flush's timer
         self.watchdog: asyncio.TimerHandle | None = None
         self.closed = False
         self.error: BaseException | None = None
@@ -126,11 +127,14 @@ class _Connection(asyncio.Protocol):
         self.pending.append((fut, self.loop.time()))
         if fut is not None:
             if self.flush_scheduled != 1:
+                if self.lazy is not None:  # what it would send leaves now
+                    self.lazy.cancel()
+                    self.lazy = None
                 self.flush_scheduled = 1
                 self.loop.call_soon(self._flush)
         elif not self.flush_scheduled:
             self.flush_scheduled = 2
-            self.loop.call_later(LAZY_FLUSH, self._flush)
+            self.lazy = self.loop.call_later(LAZY_FLUSH, self._flush)
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
 
@@ -142,6 +146,7 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self.flush_scheduled = 0
+        self.lazy = None
         out = self.out
         if out and self.transport is not None and not self.closed:
             self.out = []
