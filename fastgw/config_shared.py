@@ -81,8 +81,11 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Cache keys are scoped by virtual key; a namespace shares one cache between all keys.
     namespace: str | None = None
     # Redis backend: identical misses on other workers and instances wait up to this many
-    # seconds for the first one's answer (which holds a lock as long at most); 0: per worker only.
+    # seconds for the first one's answer; 0: per worker only.
     coalesce_wait_s: float = 30.0
+    # The first one's lock lives this long, refreshed every third of it while it is fetching
+    # (within the route's upstream deadline): its waiters are released this long after it died.
+    coalesce_lock_s: float = 10.0
 
 
 def check_shared(redis: RedisConfig, limits: LimitsConfig, budgets: BudgetsConfig, cache: CacheConfig) -> str | None:
@@ -115,6 +118,8 @@ def check_shared(redis: RedisConfig, limits: LimitsConfig, budgets: BudgetsConfi
         return "budgets.default_completion_tokens: expected a number >= 0"
     if cache.coalesce_wait_s < 0:
         return "cache.coalesce_wait_s: expected a number >= 0"
+    if cache.coalesce_lock_s <= 0:
+        return "cache.coalesce_lock_s: expected a number > 0"
     for path, route in cache.routes.items():
         if not path.startswith("/v1/"):
             return f"cache.routes.{path}: expected an endpoint such as /v1/chat/completions"

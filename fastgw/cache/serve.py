@@ -28,15 +28,18 @@ import asyncio
 import fnmatch
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastgw.cache.backends import Entry, MemoryCache, RedisCache
-from fastgw.cache.coalesce import Coalescer, usable
+from fastgw.cache.coalesce import Coalescer, fetch_bound, usable
 from fastgw.cache.key import cache_key, normalise
 from fastgw.config_shared import CacheConfig, CacheRoute
 from fastgw.controls import metrics
 from fastgw.controls.usage import StreamUsageTap, Usage
 from fastgw.exchange import Exchange, header
+
+if TYPE_CHECKING:
+    from fastgw.routing.router import Route
 
 log = logging.getLogger("fastgw.cache")
 
@@ -97,7 +100,7 @@ class ResponseCache:
         self.routes = {path[len("/v1"):]: route for path, route in cfg.routes.items()}
         self._flights: dict[str, asyncio.Future[Entry | None]] = {}
         # Across workers and instances: with the Redis backend unless cache.coalesce_wait_s is 0.
-        self.coalescer = (Coalescer(backend.redis, backend.prefix, cfg.coalesce_wait_s)
+        self.coalescer = (Coalescer(backend.redis, backend.prefix, cfg.coalesce_wait_s, cfg.coalesce_lock_s)
                           if isinstance(backend, RedisCache) and cfg.coalesce_wait_s > 0 else None)
 
     def route_for(self, suffix: str, model: str, qualified: str) -> CacheRoute | None:
@@ -109,7 +112,8 @@ class ResponseCache:
         return route
 
     async def serve(self, ex: Exchange, suffix: str, route: CacheRoute, body: bytes, include_usage: bool,
-                    dispatch: Callable[[], Awaitable[None]]) -> None:
+                    target: Route, dispatch: Callable[[], Awaitable[None]]) -> None:
+        """Answer from the cache or through ``dispatch`` (the request sent on ``target``)."""
         control = (header(ex.scope, b"cache-control") or b"").lower()
         no_store = b"no-store" in control
         lookup = not no_store and b"no-cache" not in control
@@ -141,7 +145,7 @@ class ResponseCache:
         try:
             if flight is not None and self.coalescer is not None:
                 # This worker's leader for the key: the first across workers goes upstream.
-                token, entry = await self.coalescer.join(key)
+                token, entry = await self.coalescer.join(key, fetch_bound(target))
                 if usable(entry, include_usage):
                     await self._hit(ex, entry, include_usage)
                     return

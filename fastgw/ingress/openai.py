@@ -103,7 +103,7 @@ async def model_endpoint(gw: Gateway, ex: Exchange, suffix: str, token: str | No
         if cached is None:
             await forward(gw, ex, suffix, body, routing, route)
         else:
-            await cache.serve(ex, suffix, cached, body, routing.include_usage,
+            await cache.serve(ex, suffix, cached, body, routing.include_usage, route,
                               lambda: forward(gw, ex, suffix, body, routing, route))
     finally:
         if stream:

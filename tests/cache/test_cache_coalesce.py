@@ -14,53 +14,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from coalesce_support import body, burst, config, wait_for_upstream
 from gateway import GatewayProcess
 from limits_support import MASTER, provider_with_usage
-from rawhttp import RawResponse, post, request
-from upstream_server import Received, Reply, UpstreamServer, json_reply
+from rawhttp import post, request
+from upstream_server import Received, Reply, json_reply
 
 from fastgw.config import ConfigError, parse_config
 
 SLOW = 0.3
-
-
-def config(upstream: str, redis: str, cache_extra: str = "") -> str:
-    return f"""
-providers:
-  - name: local
-    type: openai
-    base_url: {upstream}/v1
-    api_key: sk-test
-    models: [gpt-4o-mini]
-master_key: {MASTER}
-cache:
-  backend: redis
-  routes:
-    /v1/chat/completions: {{ttl: 60}}
-{cache_extra}
-redis:
-  url: {redis}
-"""
-
-
-def body(**over: object) -> dict[str, object]:
-    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"same {time.monotonic_ns()}"}],
-            **over}
-
-
-def burst(urls: list[str], payload: dict[str, object], n: int = 100) -> list[RawResponse]:
-    """``n`` identical requests at once, spread round-robin over ``urls``."""
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(lambda i: post(urls[i % len(urls)], "/v1/chat/completions", payload,
-                                            headers={"authorization": f"Bearer {MASTER}"}), range(n)))
-
-
-def wait_for_upstream(upstream: UpstreamServer) -> None:
-    """Until the upstream has received a request (the owner's), bounded."""
-    deadline = time.monotonic() + 5
-    while not upstream.requests and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert upstream.requests
 
 
 @pytest.fixture
