@@ -16,7 +16,8 @@ sees more than the limit (no fixed window letting twice the limit through at a b
 Tokens per minute are counted before the request from an estimate (body bytes / 4 plus
 ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens``) and corrected by
 :meth:`Limiter.settle` from the real usage once the answer went out; settling also frees
-the concurrency slot.
+the concurrency slot. A request that never went upstream because its targets' limits
+refused it is given back instead (:meth:`Limiter.give_back`): it uses none of its key's limits.
 
 :class:`fastgw.admission.memory_limits.MemoryBackend` keeps the counters in the worker. With several workers and no
 Redis, every limit is divided by the number of workers (``limits.per_worker: true`` gives
@@ -108,6 +109,7 @@ class Backend(Protocol):
 
     def acquire(self, rules: RuleSet, costs: Sequence[int], request_id: str) -> Any: ...
     def release(self, ticket: Ticket, token_delta: int) -> None: ...
+    def give_back(self, ticket: Ticket) -> None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -320,6 +322,16 @@ class Limiter:
         delta = tokens - ticket.estimate if tokens is not None and ticket.estimate else 0
         self.backend.release(ticket, delta)
 
+    def give_back(self, ticket: Ticket) -> None:
+        """Undo an admission that sent nothing upstream (every target refused it): free its
+        concurrency slots and take what it counted out of its windows (one request per rpm, its
+        estimate per tpm), so the refusal costs the key nothing. Instead of :meth:`settle`; sync,
+        never raises."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        self.backend.give_back(ticket)
+
     @staticmethod
     def _headers(rules: RuleSet, outcome: Outcome) -> list[tuple[bytes, bytes]]:
         """The ``x-ratelimit-*`` trios of the tightest requests and tokens windows."""
@@ -402,6 +414,11 @@ class Limiter:
         else:
             wait, slot = max(0.0, outcome.oldest[i] + BUCKETS - outcome.now), None
         return Refusal(self._refusal(rules, costs, outcome, ticket.headers), wait, slot)
+
+
+def given_back(rule: Rule, ticket: Ticket) -> int:
+    """What ``ticket`` counted in the window ``rule``: its token estimate for tpm, else one request."""
+    return ticket.estimate if rule.name == "tpm" else 1
 
 
 class Refusal:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from fastgw.admission.limits import BUCKETS, CONCURRENCY_KIND, WINDOW, Outcome, RuleSet, Ticket
+from fastgw.admission.limits import BUCKETS, CONCURRENCY_KIND, WINDOW, Outcome, RuleSet, Ticket, given_back
 
 
 class _Window:
@@ -184,3 +184,12 @@ class MemoryBackend:
             for w in memo.tokens:
                 w.correct(ticket.bucket, token_delta)
 
+    def give_back(self, ticket: Ticket) -> None:
+        rules = ticket.rules
+        handles = rules.memo if rules.memo_owner is self else self._resolve(rules)
+        for rule, h in zip(rules, handles, strict=True):
+            if h.__class__ is _Gauge:
+                if h.n > 0:  # type: ignore[union-attr]
+                    h.n -= 1  # type: ignore[union-attr]
+            else:
+                h.correct(ticket.bucket, -given_back(rule, ticket))  # type: ignore[union-attr]

@@ -23,7 +23,11 @@ every model that has such a limit is served through the attempt loop
   :meth:`QuotaRun.refused` is the soonest refusal's 429, with ``retry-after`` and the
   rate-limit headers.
 
-A virtual key's own limits stay checked once per request at admission, before any target.
+A virtual key's own limits stay checked once per request at admission, before any target. A
+request that ends without anything sent upstream because of its targets' limits (refused, or its
+client left the wait) gives its key's counts back (:meth:`fastgw.admission.limits.Limiter.give_back`:
+one request per rpm, its estimate per tpm, its concurrency slot), so the refusal costs the key
+nothing; one whose earlier attempt did go upstream keeps its request counted, like any failed one.
 """
 
 from __future__ import annotations
@@ -167,6 +171,9 @@ class QuotaRun:
         _R.add("fastgw_limit_queue_waiting")
         try:
             await fut
+        except BaseException:  # the client left (or the worker stops) while it waited
+            self._give_back_key()
+            raise
         finally:
             quota.waiting -= 1
             _R.add("fastgw_limit_queue_waiting", (), -1)
@@ -185,12 +192,23 @@ class QuotaRun:
         _R.inc("fastgw_limit_queue_total", ("refused",))
         refusal = min(self.refusals, key=_soonest)
         error = refusal.error
+        self._give_back_key()
         ticket = self.ex.ticket
         if ticket is not None:
             # The answer's rate-limit headers come from the ticket: the refusing limit's with the key's.
             ticket.headers = merge_headers(self.key_headers,
                                            [h for h in error.headers if h[0] in RATE_LIMIT_HEADERS])
         return error
+
+    def _give_back_key(self) -> None:
+        """Nothing went upstream for this request: its key's admission is undone (the answer's
+        headers then show what the key has left without it)."""
+        ex = self.ex
+        ticket = ex.ticket
+        if ex.attempts or ticket is None or not ticket.rules or ticket.settled:
+            return
+        self.quota.limiter.give_back(ticket)
+        self.key_headers = _with_given_back(self.key_headers, ticket)
 
     def _answer_headers(self, target: list[tuple[bytes, bytes]]) -> None:
         ex = self.ex
@@ -214,6 +232,20 @@ def merge_headers(a: list[tuple[bytes, bytes]], b: list[tuple[bytes, bytes]]) ->
             out += trio_a if _remaining(trio_a) <= _remaining(trio_b) else trio_b
         else:
             out += trio_a or trio_b
+    return out
+
+
+def _with_given_back(headers: list[tuple[bytes, bytes]], ticket: Ticket) -> list[tuple[bytes, bytes]]:
+    """The key's rate-limit headers with ``ticket``'s request and tokens left again (at most the limit)."""
+    limits = {name[len(b"x-ratelimit-limit-"):]: int(value) for name, value in headers
+              if name.startswith(b"x-ratelimit-limit-")}
+    back = {b"requests": 1, b"tokens": ticket.estimate}
+    out = []
+    for name, value in headers:
+        if name.startswith(b"x-ratelimit-remaining-"):
+            unit = name[len(b"x-ratelimit-remaining-"):]
+            value = b"%d" % min(limits.get(unit, 0), int(value) + back.get(unit, 0))
+        out.append((name, value))
     return out
 
 

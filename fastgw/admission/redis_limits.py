@@ -13,6 +13,9 @@ The constant part of each command is packed once per rule set.
 is synchronous: one script goes out on the pipelined connection without waiting for the
 reply. When Redis is down it is dropped and counted; a lost release only keeps a
 concurrency slot until its lease ends.
+:meth:`RedisBackend.give_back` (an admission that sent nothing upstream) is the same
+script taking back the request's counts: its one-second buckets lose what it counted (never
+below zero), its slots are freed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastgw.admission.limits import (
     Outcome,
     RuleSet,
     Ticket,
+    given_back,
 )
 from fastgw.shared.redis import RedisUnavailable, Script, SharedRedis
 from fastgw.shared.resp import Arg, bulk
@@ -217,3 +221,6 @@ class RedisBackend:
         payload = packed.adjust + bulk(ticket.request_id) + bulk(ticket.bucket) + b"".join([bulk(d) for d in deltas])
         if not self.redis.send_packed(payload):
             self.dropped += 1
+
+    def give_back(self, ticket: Ticket) -> None:
+        self.adjust(ticket, [1 if r.kind == CONCURRENCY_KIND else -given_back(r, ticket) for r in ticket.rules])

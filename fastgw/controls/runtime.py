@@ -179,7 +179,7 @@ class Controls:
                 reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body, fields)
             except BaseException:
                 if ticket is not None:
-                    self.limits.settle(ticket, 0)
+                    self.limits.give_back(ticket)  # refused before anything went upstream
                 raise
             if ticket is None:
                 ticket = Ticket([], ex.request_id, 0, 0)
