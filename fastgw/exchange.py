@@ -24,6 +24,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 RATE_LIMIT_HEADERS = frozenset(f"x-ratelimit-{what}-{unit}".encode() for what in ("limit", "remaining", "reset")
                                for unit in ("requests", "tokens"))
 
+# The attempt log's outcome for a target skipped because a model/provider limit was full (the
+# refusal's code), or because the limits could not be checked and fail closed.
+LIMIT_SKIPS = frozenset([f"{scope}_{name}_limit" for scope in ("model", "provider")
+                         for name in ("rpm", "tpm", "concurrency")] + ["limits_unavailable"])
+
 _PREFIX = "fgw-" + os.urandom(5).hex()
 _counter = itertools.count(1)
 
@@ -127,12 +132,24 @@ class Exchange:
             # The name may come from the client ("provider/<anything>"): only a clean one is echoed.
             if model and model.isascii() and model.isprintable():
                 headers.append((b"x-fastgw-model", model.encode()))
-            headers.append((b"x-fastgw-attempts", str(self.attempts).encode() if self.attempts else b"1"))
+            headers.append((b"x-fastgw-attempts", self.attempts_header() if self.attempt_log is not None
+                            else b"1"))
         if self.path_taken:
             headers.append((b"x-fastgw-path", self.path_taken.encode()))
         if self.dropped:
             headers.append((b"x-fastgw-dropped-params", ",".join(self.dropped).encode()))
         return headers
+
+    def attempts_header(self) -> bytes:
+        """``x-fastgw-attempts`` after the attempt loop: the upstream attempts made, then, comma
+        separated, each target skipped because its limit was full, as the request log writes it
+        (``1, a/m:provider_rpm_limit``)."""
+        value = str(self.attempts).encode()
+        for entry in self.attempt_log or ():
+            # A name from the client ("provider/<anything>") is only echoed when it is clean.
+            if entry.rpartition(":")[2] in LIMIT_SKIPS and entry.isascii() and entry.isprintable():
+                value += b", " + entry.encode()
+        return value
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         ticket = self.ticket

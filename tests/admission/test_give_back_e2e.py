@@ -155,6 +155,7 @@ def test_an_earlier_attempt_that_went_upstream_keeps_its_request_counted(refusin
     r = chat(refusing, token, "pair")
     assert r.status == 429 and r.error()["code"] == "provider_concurrency_limit"
     assert r.headers["x-ratelimit-remaining-requests"] == "1"
+    assert r.headers["x-fastgw-attempts"] == "1, q/m:provider_concurrency_limit"
     holder.join(20)
     a.handler = provider_with_usage(*USAGE)
     assert chat(refusing, token).status == 200

@@ -142,8 +142,8 @@ def test_two_targets_with_rpm_5_each_serve_ten_then_refuse_the_eleventh(queued, 
     for i in range(10):
         raw = client.chat.completions.with_raw_response.create(model="spread", messages=HI)
         served.append(raw.headers["x-fastgw-provider"])
-        # A skipped target is not an attempt: each request made one.
-        assert raw.headers["x-fastgw-attempts"] == "1"
+        # A skipped target is not an attempt: each request made one; the header names the skip.
+        assert raw.headers["x-fastgw-attempts"] == ("1" if i < 5 else "1, a1/m:provider_rpm_limit")
         assert raw.headers["x-ratelimit-limit-requests"] == "5"
         assert raw.headers["x-ratelimit-remaining-requests"] == str(4 - i % 5)
         if i == 5:
@@ -158,6 +158,7 @@ def test_two_targets_with_rpm_5_each_serve_ten_then_refuse_the_eleventh(queued, 
     assert "5 requests per minute" in err.message
     assert 1 <= int(err.response.headers["retry-after"]) <= 61
     assert err.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert err.response.headers["x-fastgw-attempts"] == "0, a1/m:provider_rpm_limit, b1/m:provider_rpm_limit"
     assert len(a.requests) == 5 and len(b.requests) == 5  # never sent upstream
     # The log shows the skip; the skipped target's breaker saw nothing wrong.
     assert log_entry(queued, sixth)["attempts"] == "a1/m:provider_rpm_limit b1/m:200"
@@ -199,6 +200,7 @@ def test_queue_s_0_refuses_at_once_in_the_clients_envelope(refusing, a):
     err = second.error()
     assert err["code"] == "provider_concurrency_limit" and "1 requests in flight" in err["message"]
     assert third.status == 429 and "retry-after" in third.headers
+    assert third.headers["x-fastgw-attempts"] == "0, slow/m:provider_concurrency_limit"
     body = third.json()
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
     assert len(a.requests) == 1

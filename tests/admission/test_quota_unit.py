@@ -161,3 +161,13 @@ def test_a_full_window_is_waited_for_until_its_oldest_second_leaves_and_only_whe
         assert late.refused().code == "provider_rpm_limit"
 
     asyncio.run(go())
+
+
+def test_the_attempts_header_names_limit_skips_only_and_only_clean_names() -> None:
+    ex = Exchange({"headers": []}, None, None)  # type: ignore[arg-type]
+    ex.provider = "b"
+    assert dict(ex.gateway_headers())[b"x-fastgw-attempts"] == b"1"  # a plain model, no attempt loop
+    ex.attempt_log = ["a/m:provider_rpm_limit", "b/m:503", "a/x\r\ny:model_tpm_limit", "b/m:200"]
+    ex.attempts = 2
+    # Failed attempts are counted, not named; a skipped name the client wrote is echoed only when clean.
+    assert dict(ex.gateway_headers())[b"x-fastgw-attempts"] == b"2, a/m:provider_rpm_limit"
