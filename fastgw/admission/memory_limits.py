@@ -185,11 +185,8 @@ class MemoryBackend:
                 w.correct(ticket.bucket, token_delta)
 
     def give_back(self, ticket: Ticket) -> None:
+        self.release(ticket, 0)  # the concurrency slots
         rules = ticket.rules
-        handles = rules.memo if rules.memo_owner is self else self._resolve(rules)
-        for rule, h in zip(rules, handles, strict=True):
-            if h.__class__ is _Gauge:
-                if h.n > 0:  # type: ignore[union-attr]
-                    h.n -= 1  # type: ignore[union-attr]
-            else:
+        for rule, h in zip(rules, rules.memo.handles, strict=True):
+            if h.__class__ is _Window:
                 h.correct(ticket.bucket, -given_back(rule, ticket))  # type: ignore[union-attr]
