@@ -7,7 +7,7 @@
 3. :meth:`fastgw.routing.router.Router.resolve` -- provider and upstream model name;
 4. the virtual key (if one was presented) is checked against the model;
 5. a route with several targets, retries or rotating keys goes through the attempt
-   loop (:func:`fastgw.routing.attempts.serve`); a plain one straight to egress
+   loop (:func:`fastgw.egress.openai_routed.serve_routed`); a plain one straight to egress
    by the provider's wire format: :mod:`fastgw.egress.relay` relays bytes
    to an OpenAI-compatible upstream (after :func:`fastgw.ingress.body.rewrite`
    when the model name or a parameter must change), :mod:`fastgw.egress.translated`
@@ -19,14 +19,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastgw.controls import metrics
-from fastgw.egress import mock, relay
+from fastgw.egress import mock, openai_routed, relay
 from fastgw.egress.prepare import prepare
 from fastgw.errors import GatewayError
 from fastgw.exchange import Exchange, header
 from fastgw.ingress import body as bodies
 from fastgw.ingress.shared import route_and_admit
 from fastgw.routes import Endpoint, Handler, RouteTable
-from fastgw.routing import attempts
 from fastgw.routing.router import Route
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ async def forward(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: 
     if route.plan is None:
         await dispatch(gw, ex, suffix, body, routing, route)
     else:
-        await attempts.serve(gw, ex, suffix, body, routing, route.plan)
+        await openai_routed.serve_routed(gw, ex, suffix, body, routing, route.plan)
 
 
 async def dispatch(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: bodies.Routing,

@@ -1,9 +1,11 @@
 """The attempt loop: one request tried on a route's deployments until one answer is accepted.
 
-:func:`serve` is the entry point for every route with a plan (several targets,
-retries, or rotating keys). Each attempt opens the upstream request and stops at
-its status line and headers; nothing has reached the client yet, so the loop may
-still throw the answer away:
+:func:`run` is the entry point for every route with a plan (several targets,
+retries, or rotating keys); a front door passes its steps as a :class:`Door`
+(:mod:`fastgw.egress.openai_routed`, :mod:`fastgw.egress.messages_routed`).
+Each attempt opens the upstream request and stops at its status line and
+headers; nothing has reached the client yet, so the loop may still throw the
+answer away:
 
 * 2xx: accepted; from here on the egress relays it exactly as for a plain route
   (byte for byte and unbuffered on the fast path) and nothing is retried, even if
@@ -40,8 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from fastgw.egress import mock, relay, translated
-from fastgw.egress.prepare import prepare
 from fastgw.errors import GatewayError, type_for_status
 from fastgw.exchange import Exchange, header
 from fastgw.routing import balance, stats
@@ -52,8 +52,6 @@ from fastgw.upstream.watch import watch_client
 
 if TYPE_CHECKING:
     from fastgw.admission.quota import QuotaRun
-    from fastgw.app import Gateway
-    from fastgw.ingress.body import Routing
 
 OK, RETRY, FALLBACK, KEY, ERROR, LIMITED = "ok", "retry", "fallback", "key", "error", "limited"
 _CONVERSATION = b"x-fastgw-conversation-id"
@@ -126,11 +124,6 @@ class Door:
 
     async def deliver(self, dep: Deployment, call: Any, resp: UpstreamResponse) -> None:
         raise NotImplementedError
-
-
-async def serve(gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing, plan: RoutePlan) -> None:
-    """Serve one OpenAI-door request on ``plan``; see the module docstring."""
-    await run(ex, plan, body, OpenAIDoor(gw, ex, suffix, body, routing))
 
 
 async def run(ex: Exchange, plan: RoutePlan, body: bytes, door: Door) -> None:
@@ -424,62 +417,6 @@ class _Run:
                             resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         # Bounded by the provider's idle timeout, like any body read.
         return await self.door.error_answer(dep, call, resp)
-
-
-class OpenAIDoor(Door):
-    """The OpenAI door's steps: byte relay, translated providers, the mock."""
-
-    __slots__ = ("body", "client_auth", "ex", "gw", "routing", "suffix")
-
-    def __init__(self, gw: Gateway, ex: Exchange, suffix: str, body: bytes, routing: Routing) -> None:
-        self.gw = gw
-        self.ex = ex
-        self.suffix = suffix
-        self.body = body
-        self.routing = routing
-        self.client_auth = header(ex.scope, b"authorization")
-
-    async def serve_local(self, dep: Deployment) -> None:
-        ex = self.ex
-        ex.path_taken = ex.usage_path = "mock"
-        await mock.serve(ex, dep.provider.cfg.mock, self.suffix, dep.upstream_model, self.body,
-                         self.routing.stream, self.routing.include_usage)
-
-    def prepare(self, dep: Deployment) -> Any:
-        provider = dep.provider
-        if provider.wire == "openai":
-            return prepare(self.gw.controls, self.suffix, self.body, self.routing, provider, dep.upstream_model,
-                           dep.upstream_model_json if dep.rewrite else None)
-        return translated.prepare(provider, self.ex.model, dep.upstream_model, self.suffix, self.body,
-                                  self.routing)
-
-    async def open(self, dep: Deployment, call: Any, key: ApiKey | None,
-                   timeouts: Timeouts | None) -> UpstreamResponse:
-        provider = dep.provider
-        if provider.wire == "openai":
-            return await relay.open_relay(self.ex, provider, provider.target_for(self.suffix), call.body,
-                                          self.client_auth, key.json_request_headers if key is not None else None,
-                                          timeouts)
-        return await translated.open_call(self.ex, provider, call, key.auth_headers if key is not None else None,
-                                          timeouts)
-
-    async def error_answer(self, dep: Deployment, call: Any,
-                           resp: UpstreamResponse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        if dep.provider.wire == "openai":
-            return await relay.error_answer(resp, dep.provider)
-        return await translated.error_answer(self.ex, resp, call)
-
-    async def deliver(self, dep: Deployment, call: Any, resp: UpstreamResponse) -> None:
-        ex = self.ex
-        provider = dep.provider
-        if provider.wire == "openai":
-            ex.path_taken = call.path_taken
-            ex.usage_path = call.usage_path
-            ex.tap = call.tap
-            await relay.relay_body(ex, resp, provider, stream=self.routing.stream, tap=call.tap)
-            return
-        ex.path_taken = ex.usage_path = "translated"
-        ex.usage = await translated.deliver(ex, provider, call, resp)
 
 
 def backoff(plan: RoutePlan, waits: int) -> float:
