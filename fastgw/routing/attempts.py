@@ -133,6 +133,7 @@ async def run(ex: Exchange, plan: RoutePlan, body: bytes, door: Door) -> None:
     order = balance.order(plan, now, session)
     if not order:
         stats.unavailable(plan.name)
+        ex.attempt_log = []  # the loop ran and made no attempt: x-fastgw-attempts says 0
         raise _unavailable(plan, ex.model or plan.name, now, "every target is down")
     quota = plan.quota.start(ex, body) if plan.quota is not None else None
     async with watch_client(ex):
@@ -270,6 +271,8 @@ class _Run:
             raise quota.refused()
         if last is None:
             stats.unavailable(plan.name)
+            if ex.attempt_log is None:
+                ex.attempt_log = []  # no attempt made: x-fastgw-attempts says 0
             raise _unavailable(plan, self.ex.model or plan.name, loop.time(), "every target is down")
         if last.gateway_side and len(plan.deployments) > 1 and last.error.code != "deadline_exceeded":
             stats.unavailable(plan.name)

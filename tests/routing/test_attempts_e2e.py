@@ -220,6 +220,7 @@ def test_every_target_down_is_one_503_naming_the_model(gw, client):
         client.chat.completions.create(model="down", messages=HI)
     first = info.value
     assert first.status_code == 503 and "'down'" in first.message
+    assert first.response.headers["x-fastgw-attempts"] == "2"
     # Both breakers are open now: the next request is refused at once, before any connect.
     t0 = time.monotonic()
     resp = post(gw.url, "/v1/chat/completions", {"model": "down", "messages": HI}, headers=ADMIN)
@@ -227,6 +228,7 @@ def test_every_target_down_is_one_503_naming_the_model(gw, client):
     err = resp.error()
     assert err["code"] == "model_unavailable" and "'down'" in err["message"]
     assert int(resp.headers["retry-after"]) >= 1
+    assert resp.headers["x-fastgw-attempts"] == "0"  # no upstream was tried
     assert time.monotonic() - t0 < 5
 
 
