@@ -90,12 +90,13 @@ class Ticket:
 
     __slots__ = ("bucket", "estimate", "headers", "request_id", "reserved_usd", "rules", "settled")
 
-    def __init__(self, rules: list[Rule], request_id: str, estimate: int, bucket: int) -> None:
+    def __init__(self, rules: list[Rule], request_id: str, estimate: int, bucket: int,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.rules = rules if rules.__class__ is RuleSet else RuleSet(rules)
         self.request_id = request_id
         self.estimate = estimate
         self.bucket = bucket
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = headers if headers is not None else []
         self.reserved_usd = 0.0
         self.settled = False
 
@@ -227,8 +228,8 @@ class Limiter:
         self._default = cfg.default if cfg.default.any() else None
         # (provider, upstream model, client model) -> the model and provider rules
         self._route_rules: dict[tuple[str, str, str], RuleSet] = {}
-        # key id -> (its limits when the rules were made, the rules); remade when the limits change
-        self._key_rules: dict[str, tuple[tuple[int | None, ...], RuleSet]] = {}
+        # key id -> (the record last seen, its limits, the rules); remade when the limits change
+        self._key_rules: dict[str, tuple[Any, tuple[int | None, ...], RuleSet]] = {}
 
     def describe(self, workers: int, backend_name: str) -> str:
         if backend_name == "redis":
@@ -261,10 +262,13 @@ class Limiter:
     def key_rules(self, key: Any) -> RuleSet:
         if key is None:
             return _NO_RULES
-        own = (key.rpm_limit, key.tpm_limit, key.concurrency_limit)
         cached = self._key_rules.get(key.id)
-        if cached is not None and cached[0] == own:
-            return cached[1]
+        if cached is not None and cached[0] is key:  # the same record: its limits are known
+            return cached[2]
+        own = (key.rpm_limit, key.tpm_limit, key.concurrency_limit)
+        if cached is not None and cached[1] == own:
+            self._key_rules[key.id] = (key, own, cached[2])
+            return cached[2]
         if own == (None, None, None):
             rules = _NO_RULES if self._default is None else RuleSet(
                 _rules_of("key", key.id, self._default, self.divisor))
@@ -272,7 +276,7 @@ class Limiter:
             rules = RuleSet(_rules_of("key", key.id, Rates(*own), self.divisor))
         if len(self._key_rules) > 65536:
             self._key_rules.clear()
-        self._key_rules[key.id] = (own, rules)
+        self._key_rules[key.id] = (key, own, rules)
         return rules
 
     async def admit(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
@@ -401,8 +405,8 @@ class Limiter:
     def _decide(self, rules: RuleSet, costs: Sequence[int], request_id: str, outcome: Outcome) -> Ticket | Refusal:
         """The ticket of an admitted request, or the refusal, from the backend's outcome."""
         tok = rules.tok
-        ticket = Ticket(rules, request_id, costs[tok[0]] if tok else 0, int(outcome.now))
-        ticket.headers = self._headers(rules, outcome)
+        ticket = Ticket(rules, request_id, costs[tok[0]] if tok else 0, int(outcome.now),
+                        self._headers(rules, outcome))
         if not outcome.failed:
             return ticket
         i = outcome.failed - 1
