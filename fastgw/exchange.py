@@ -154,7 +154,12 @@ class Exchange:
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         ticket = self.ticket
         if ticket is not None and ticket.headers:
-            headers = [h for h in headers if h[0] not in RATE_LIMIT_HEADERS] + ticket.headers
+            # The limits' own headers replace any the upstream sent (a copy only when it sent some).
+            for name, _ in headers:
+                if name in RATE_LIMIT_HEADERS:
+                    headers = [h for h in headers if h[0] not in RATE_LIMIT_HEADERS]
+                    break
+            headers = headers + ticket.headers
         self.status = status
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
