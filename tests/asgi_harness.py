@@ -1,17 +1,37 @@
 """A real :class:`fastgw.app.Gateway` driven in-process with hand-made ASGI scope, receive
 and send: its own SQLite store, the built-in mock provider, and OpenAI, Anthropic and Gemini
-providers on a loopback test upstream."""
+providers on a loopback test upstream (:func:`provider_like` answers for all three)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from upstream_server import Received, Reply, json_reply, sse_events, sse_reply
+
+from bench.wire import anthropic_json, anthropic_sse, gemini_json, gemini_sse
 from fastgw.app import Gateway
 from fastgw.config import parse_config
 
 MASTER = "sk-fuzz-master-0123456789"
 TIMEOUT = 10.0
+
+
+def provider_like(r: Received) -> Reply:
+    """A test upstream handler answering like each provider (JSON or SSE, as asked)."""
+    script = [("text", "hi there")]
+    if r.target.startswith("/v1/messages"):
+        if b'"stream":true' in r.body.replace(b" ", b""):
+            return sse_reply(anthropic_sse(script))
+        return json_reply(anthropic_json(script))
+    if r.target.startswith("/v1beta/"):
+        if "stream" in r.target:
+            return sse_reply(gemini_sse(script))
+        return json_reply(gemini_json(script))
+    if b'"stream":true' in r.body.replace(b" ", b""):
+        return sse_reply(sse_events(3))
+    return json_reply(b'{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,'
+                      b'"completion_tokens":1,"total_tokens":2}}')
 
 
 class Harness:

@@ -1,11 +1,14 @@
 """Helpers for the cache coalescing tests: a config with the Redis cache backend on a test
-upstream, a fresh request body, a burst of identical requests over instances."""
+upstream, a fresh request body, a burst of identical requests over instances, two instances."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+from gateway import GatewayProcess
 from limits_support import MASTER
 from rawhttp import RawResponse, post
 from upstream_server import UpstreamServer
@@ -48,3 +51,19 @@ def wait_for_upstream(upstream: UpstreamServer) -> None:
     while not upstream.requests and time.monotonic() < deadline:
         time.sleep(0.01)
     assert upstream.requests
+
+
+@contextmanager
+def two_instances(config_text: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two ``fastgw serve`` instances on one config, stopped on the way out."""
+    a = GatewayProcess(config_text)
+    try:
+        b = GatewayProcess(config_text)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

@@ -10,23 +10,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from asgi_harness import MASTER, Harness
-from upstream_server import Received, Reply, json_reply, sse_events, sse_reply
+from asgi_harness import MASTER, Harness, provider_like
 
-from bench.wire import anthropic_json, anthropic_sse
 from fastgw.app import GC_YOUNG_THRESHOLD
 
 AUTH = [(b"authorization", f"Bearer {MASTER}".encode()), (b"content-type", b"application/json")]
-
-
-def provider_like(r: Received) -> Reply:
-    stream = b'"stream":true' in r.body.replace(b" ", b"")
-    if r.target.startswith("/v1/messages"):
-        return sse_reply(anthropic_sse([("text", "hi")])) if stream else json_reply(anthropic_json([("text", "hi")]))
-    if stream:
-        return sse_reply(sse_events(3))
-    return json_reply(b'{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,'
-                      b'"completion_tokens":1,"total_tokens":2}}')
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from coalesce_support import body, burst, config, wait_for_upstream
+from coalesce_support import body, burst, config, two_instances, wait_for_upstream
 from gateway import GatewayProcess
 from limits_support import MASTER, provider_with_usage
 from rawhttp import post, request
@@ -28,11 +28,8 @@ SLOW = 0.3
 @pytest.fixture
 def pair(upstream, redis_server, tmp_path) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:  # type: ignore[no-untyped-def]
     text = config(upstream.url, redis_server.url) + f"store_url: sqlite:///{tmp_path}/shared.db\n"
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    yield a, b
-    a.stop()
-    b.stop()
+    with two_instances(text) as both:
+        yield both
 
 
 def test_100_identical_requests_over_two_instances_make_one_upstream_call(upstream, pair):
@@ -87,9 +84,7 @@ def test_an_owner_failure_releases_the_waiters_at_once(upstream, redis_server, t
     upstream.handler = first_fails
     # Waiters would wait 30 s for an owner that does not tell them.
     text = config(upstream.url, redis_server.url, "  coalesce_wait_s: 30")
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    try:
+    with two_instances(text) as (a, b):
         payload = body()
         started = time.monotonic()
         with ThreadPoolExecutor(1) as pool:
@@ -103,9 +98,6 @@ def test_an_owner_failure_releases_the_waiters_at_once(upstream, redis_server, t
         assert Counter(r.headers["x-fastgw-cache"] for r in waiters) == {"miss": 1, "hit": 18}
         assert elapsed < 15, elapsed
         assert len(calls) == 2
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_redis_killed_mid_burst_requests_still_succeed(upstream, redis_server, pair):
@@ -134,23 +126,16 @@ def test_coalesce_wait_s_bounds_the_wait_for_another_instance(upstream, redis_se
     # and 0 leaves coalescing to each instance.
     upstream.handler = provider_with_usage(7, 3, delay=1.5)
     text = config(upstream.url, redis_server.url, f"  coalesce_wait_s: {wait}")
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    try:
+    with two_instances(text) as (a, b):
         responses = burst([a.url, b.url], body(), 10)
         assert Counter(r.status for r in responses) == {200: 10}
         assert len(upstream.requests) == calls
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_an_owner_killed_mid_request_holds_the_others_for_coalesce_wait_s_at_most(upstream, redis_server):
     upstream.handler = provider_with_usage(7, 3, delay=3.0)
     text = config(upstream.url, redis_server.url, "  coalesce_wait_s: 1")
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    try:
+    with two_instances(text) as (a, b):
         payload = body()
         with ThreadPoolExecutor(1) as pool:
             owner = pool.submit(post, a.url, "/v1/chat/completions", payload,
@@ -162,9 +147,6 @@ def test_an_owner_killed_mid_request_holds_the_others_for_coalesce_wait_s_at_mos
             assert len(upstream.requests) == 2
             with contextlib.suppress(Exception):  # the killed instance's client sees its connection drop
                 owner.result(10)
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_a_negative_coalesce_wait_is_refused_with_its_path():

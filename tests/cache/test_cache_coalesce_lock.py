@@ -15,8 +15,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from coalesce_support import body, burst, config, wait_for_upstream
-from gateway import GatewayProcess
+from coalesce_support import body, burst, config, two_instances, wait_for_upstream
 from limits_support import MASTER, provider_with_usage
 from rawhttp import request
 
@@ -44,9 +43,7 @@ def test_an_answer_slower_than_the_lock_ttl_makes_one_upstream_call(upstream, re
     # the other instance's waiters waiting and late arrivals from taking the lock.
     upstream.handler = provider_with_usage(7, 3, delay=4.0)
     text = config(upstream.url, redis_server.url, "  coalesce_lock_s: 1.5")
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    try:
+    with two_instances(text) as (a, b):
         payload = body()
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(burst, [a.url, b.url], payload, 20)
@@ -61,18 +58,13 @@ def test_an_answer_slower_than_the_lock_ttl_makes_one_upstream_call(upstream, re
         counts = sorted(sum(wakeups(g.url).values()) for g in (a, b))
         assert counts == [0, 1], counts
         assert lock_keys(redis_server) == 0
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_a_killed_owner_releases_the_waiters_at_lock_expiry(upstream, redis_server):
     # Waiters would wait coalesce_wait_s (30 s); the dead owner's lock expires after 1 s.
     upstream.handler = provider_with_usage(7, 3, delay=3.0)
     text = config(upstream.url, redis_server.url, "  coalesce_lock_s: 1\n  coalesce_wait_s: 30")
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    try:
+    with two_instances(text) as (a, b):
         payload = body()
         with ThreadPoolExecutor(2) as pool:
             pool.submit(request, a.url, "POST", "/v1/chat/completions", payload, AUTH)
@@ -90,18 +82,13 @@ def test_a_killed_owner_releases_the_waiters_at_lock_expiry(upstream, redis_serv
         assert len(upstream.requests) == 2
         # No publication from a dead process: b's waiter found the lock gone by its poll.
         assert wakeups(b.url) == {"poll": 1.0}
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_an_owner_whose_client_left_releases_its_lock_at_once(upstream, redis_server):
     upstream.handler = provider_with_usage(7, 3, delay=3.0)
     # A lock that would outlive the test: only the owner's release removes it.
     text = config(upstream.url, redis_server.url, "  coalesce_lock_s: 60")
-    a = GatewayProcess(text)
-    b = GatewayProcess(text)
-    try:
+    with two_instances(text) as (a, b):
         payload = json.dumps(body()).encode()
         with socket.create_connection(("127.0.0.1", a.port), timeout=5) as sock:
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
@@ -117,9 +104,6 @@ def test_an_owner_whose_client_left_releases_its_lock_at_once(upstream, redis_se
         again = request(b.url, "POST", "/v1/chat/completions", payload, AUTH)
         assert again.status == 200 and again.headers["x-fastgw-cache"] == "miss"
         assert len(upstream.requests) == 2
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_a_non_positive_coalesce_lock_is_refused_with_its_path():

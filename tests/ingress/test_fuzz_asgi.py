@@ -15,30 +15,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from asgi_harness import MASTER, Harness
+from asgi_harness import MASTER, Harness, provider_like
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from upstream_server import Received, Reply, json_reply, sse_events, sse_reply
-
-from bench.wire import anthropic_json, anthropic_sse, gemini_json, gemini_sse
 
 TRIED: dict[str, int] = {}
-
-
-def provider_like(r: Received) -> Reply:
-    script = [("text", "hi there")]
-    if r.target.startswith("/v1/messages"):
-        if b'"stream":true' in r.body.replace(b" ", b""):
-            return sse_reply(anthropic_sse(script))
-        return json_reply(anthropic_json(script))
-    if r.target.startswith("/v1beta/"):
-        if "stream" in r.target:
-            return sse_reply(gemini_sse(script))
-        return json_reply(gemini_json(script))
-    if b'"stream":true' in r.body.replace(b" ", b""):
-        return sse_reply(sse_events(3))
-    return json_reply(b'{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,'
-                      b'"completion_tokens":1,"total_tokens":2}}')
 
 
 @pytest.fixture(scope="module")
