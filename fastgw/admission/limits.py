@@ -3,8 +3,10 @@
 Limits come from the virtual key (``rpm_limit``, ``tpm_limit``, ``concurrency_limit``;
 ``limits.default`` for keys without their own), the model (``limits.models``) and the
 provider deployment (``limits.providers``). Each is a *rule*: a counter id, a kind and a
-number. :meth:`Limiter.admit` asks the backend to check every rule of the request and, only
-when all pass, count it in all of them, in one step (one Redis round trip with
+number. :meth:`Limiter.admit` checks a request against its key's rules at admission;
+:meth:`Limiter.check` is the same for a target's model and provider rules, once per upstream
+attempt (:mod:`fastgw.admission.quota`). Either asks the backend to check every rule and, only
+when all pass, count the request in all of them, in one step (one Redis round trip with
 :mod:`fastgw.admission.redis_limits`). A refusal is a 429 ``rate_limit_exceeded`` naming
 the limit, with ``retry-after``; every answer of a limited request carries OpenAI's
 ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers.
@@ -279,15 +281,13 @@ class Limiter:
         self._key_rules[key.id] = (key, own, rules)
         return rules
 
-    async def admit(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
-                    request_id: str, *, targets: bool = True, fields: Any = None) -> Ticket | None:
-        """Check and count a request; None when no limit applies. Raises 429 on refusal.
-        ``targets=False``: the key's limits only (the target's are counted per attempt).
+    async def admit(self, key: Any, body: bytes, request_id: str, fields: Any = None) -> Ticket | None:
+        """Check and count a request in its key's limits (a target's are counted per attempt by
+        :mod:`fastgw.admission.quota`); None when the key has none. Raises 429 on refusal.
         ``fields``: the body's output caps, already decoded (see :func:`estimate_tokens`)."""
         if self.backend.sync:
-            return self.admit_now(key, provider, upstream_model, model, body, request_id,
-                                  targets=targets, fields=fields)
-        rules = self._request_rules(key, provider, upstream_model, model, targets)
+            return self.admit_now(key, body, request_id, fields)
+        rules = self.key_rules(key)
         if not rules:
             return None
         costs, _ = rule_costs(rules, body, -1, fields)
@@ -300,10 +300,9 @@ class Limiter:
             raise result.error  # type: ignore[union-attr]
         return result  # type: ignore[return-value]
 
-    def admit_now(self, key: Any, provider: str, upstream_model: str, model: str, body: bytes,
-                  request_id: str, *, targets: bool = True, fields: Any = None) -> Ticket | None:
+    def admit_now(self, key: Any, body: bytes, request_id: str, fields: Any = None) -> Ticket | None:
         """:meth:`admit` with a backend that answers at once (``backend.sync``): no coroutine."""
-        rules = self._request_rules(key, provider, upstream_model, model, targets)
+        rules = self.key_rules(key)
         if not rules:
             return None
         costs, _ = rule_costs(rules, body, -1, fields)
@@ -311,12 +310,6 @@ class Limiter:
         if result.__class__ is Refusal:
             raise result.error  # type: ignore[union-attr]
         return result  # type: ignore[return-value]
-
-    def _request_rules(self, key: Any, provider: str, upstream_model: str, model: str, targets: bool) -> RuleSet:
-        rules = self.key_rules(key)
-        if self.has_config_rules and targets:
-            return RuleSet(rules + self.route_rules(provider, upstream_model, model))
-        return rules
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """Free the request's concurrency slots and correct its token estimate. Sync, never raises."""

@@ -169,11 +169,9 @@ class Controls:
         key = ex.key
         limits = self.limits
         if limits.backend.sync:  # in-process: no coroutine to run
-            ticket = limits.admit_now(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
-                                      targets=False, fields=fields)
+            ticket = limits.admit_now(key, body, ex.request_id, fields)
         else:
-            ticket = await limits.admit(key, ex.provider, ex.upstream_model, ex.model, body, ex.request_id,
-                                        targets=False, fields=fields)
+            ticket = await limits.admit(key, body, ex.request_id, fields)
         if key is not None and key.budget_usd is not None and self.budgets is not None:
             try:
                 reserved = await self.budgets.reserve(key, ex.upstream_model, ex.provider_type, body, fields)
