@@ -3,7 +3,7 @@
 :class:`SharedRedis` wraps one ``redis.asyncio`` client (the ``redis`` package, an optional
 dependency: ``pip install 'fastgw[redis]'``) for occasional operations, and one
 :class:`~fastgw.shared.resp.PipelinedRedis` connection for the commands issued on every
-request (:meth:`SharedRedis.evalsha`, :meth:`SharedRedis.send`).
+request (:meth:`SharedRedis.submit`, :meth:`SharedRedis.run_packed`, :meth:`SharedRedis.send_packed`).
 :meth:`SharedRedis.call` runs one ``redis.asyncio`` operation within ``redis.timeout``
 seconds (the pipelined connection bounds its own commands the same way); any failure (refused, reset, timeout, a Redis
 error) is logged (at most once per ``retry_interval``), counted in
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from fastgw.config_shared import RedisConfig
 from fastgw.controls import metrics
-from fastgw.shared.resp import Arg, PipelinedRedis, RedisUnavailable, RespError, Script
+from fastgw.shared.resp import PipelinedRedis, RedisUnavailable, RespError, Script
 
 __all__ = ["RedisUnavailable", "Script", "SharedRedis"]
 
@@ -57,7 +57,7 @@ class SharedRedis:
 
     def script(self, source: str) -> Any:
         """A Lua script for :meth:`call` on ``redis.asyncio`` (registered once, called by SHA,
-        loaded again if Redis lost it); per-request scripts use :meth:`evalsha` instead."""
+        loaded again if Redis lost it); per-request scripts use :meth:`run_packed` instead."""
         return self.client.register_script(source)
 
     def _check_breaker(self) -> None:
@@ -65,15 +65,6 @@ class SharedRedis:
             if time.monotonic() < self._down_until:
                 raise RedisUnavailable("redis is marked down")
             self._down_until = 0.0
-
-    async def evalsha(self, op: str, script: Script, keys: list[Arg], args: list[Arg]) -> Any:
-        """A script on the pipelined connection (by SHA, loaded when Redis lacks it)."""
-        self._check_breaker()
-        try:
-            return await self.fast.evalsha(script, keys, args)
-        except (RedisUnavailable, RespError) as exc:
-            self._failed(op, exc)
-            raise RedisUnavailable(str(exc)) from None
 
     def submit(self, payload: bytes) -> asyncio.Future[Any] | None:
         """A packed command on the pipelined connection, queued at once: the future of its
@@ -88,23 +79,14 @@ class SharedRedis:
         needed; a ``NOSCRIPT`` error loads ``script`` and sends the command once more. Every
         failure is counted and raised as :class:`RedisUnavailable`."""
         try:
-            try:
-                return await fut if fut is not None else await self.fast.execute_packed(payload)
-            except RespError as exc:
-                if script is None or not str(exc).startswith("NOSCRIPT"):
-                    raise
-            await self.fast.execute("SCRIPT", "LOAD", script.source)
-            return await self.fast.execute_packed(payload)
+            return await self.fast.execute_packed(payload, script, fut)
         except (RedisUnavailable, RespError) as exc:
             self._failed(op, exc)
             raise RedisUnavailable(str(exc)) from None
 
-    def send(self, *args: Arg) -> bool:
-        """Fire and forget on the pipelined connection; False (nothing sent) when it is down."""
-        return self.fast.send(*args)
-
     def send_packed(self, payload: bytes) -> bool:
-        """:meth:`send` for a command already packed."""
+        """A packed command, fire and forget, on the pipelined connection; False (nothing sent)
+        when it is down."""
         return self.fast.send_packed(payload)
 
     async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:

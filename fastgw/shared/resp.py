@@ -20,11 +20,13 @@ Contract:
   False, sending nothing, when there is no live connection. It leaves with the next command
   that is waited for, or within a few milliseconds, so settling many requests costs few writes;
   a later command on the same connection is always executed after it.
-- :meth:`PipelinedRedis.evalsha` runs a :class:`Script` by its SHA and falls back to ``EVAL``
-  once when Redis does not have it (a restart or ``SCRIPT FLUSH``).
 - :meth:`PipelinedRedis.submit` queues a command already packed (a caller that issues the same
   command shape on every request packs its constant part once) and returns the reply's future
   without a coroutine; None when there is no live connection (then :meth:`execute_packed`).
+- :meth:`PipelinedRedis.execute_packed` returns a packed command's reply (``fut``: its future,
+  when already submitted), connecting when needed; when the command runs a :class:`Script` by
+  its SHA and Redis does not have it (a restart or ``SCRIPT FLUSH``), it loads the script and
+  sends the command once more. :meth:`PipelinedRedis.evalsha` packs an ``EVALSHA`` for it.
 """
 
 from __future__ import annotations
@@ -217,7 +219,17 @@ class PipelinedRedis:
         conn.push(payload, fut)
         return fut
 
-    async def execute_packed(self, payload: bytes) -> Any:
+    async def execute_packed(self, payload: bytes, script: Script | None = None,
+                             fut: asyncio.Future[Any] | None = None) -> Any:
+        try:
+            return await (fut if fut is not None else self._submitted(payload))
+        except RespError as exc:
+            if script is None or not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self.execute("SCRIPT", "LOAD", script.source)
+        return await self._submitted(payload)
+
+    async def _submitted(self, payload: bytes) -> Any:
         fut = self.submit(payload)
         if fut is None:
             await self._connection()
@@ -237,12 +249,7 @@ class PipelinedRedis:
         return True
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+        return await self.execute_packed(pack(("EVALSHA", script.sha, len(keys), *keys, *args)), script)
 
     async def _connection(self) -> _Connection:
         """The live connection, opening one (a single attempt shared by every caller) if needed."""

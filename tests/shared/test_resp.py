@@ -59,7 +59,7 @@ def test_script_runs_by_sha_and_is_loaded_again_after_a_flush(redis_server) -> N
 
     first, second, loaded = run(main())
     assert first == second == [b"k", b"v", 7]
-    assert loaded == [1]  # EVAL cached it again
+    assert loaded == [1]  # loaded again
 
 
 def test_send_is_fire_and_forget_and_close_lets_it_be_answered(redis_server) -> None:
