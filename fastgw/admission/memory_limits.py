@@ -55,14 +55,6 @@ class _Window:
                 self.first = s
                 break
 
-    def add(self, amount: int) -> None:
-        """Count ``amount`` in the newest second."""
-        last = self.last
-        self.counts[last % BUCKETS] += amount
-        self.total += amount
-        if self.first < 0:
-            self.first = last
-
     def correct(self, second: int, delta: int) -> None:
         """Change the count of ``second`` by ``delta`` (never below 0) if it is still in the window."""
         if self.last - WINDOW <= second <= self.last:

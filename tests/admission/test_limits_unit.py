@@ -1,20 +1,26 @@
-"""The in-process limit counters and helpers, without a clock: sliding buckets, estimates,
-the reset format, and rules per key, model and provider."""
+"""The in-process limit counters and helpers, on a clock the test sets: sliding buckets,
+estimates, the reset format, and rules per key, model and provider."""
 
 from __future__ import annotations
 
-from fastgw.admission.limits import Limiter, estimate_tokens, format_reset
-from fastgw.admission.memory_limits import MemoryBackend, _Window
+from fastgw.admission.limits import WINDOW_KIND, Limiter, Rule, RuleSet, estimate_tokens, format_reset
+from fastgw.admission.memory_limits import MemoryBackend
 from fastgw.config_shared import LimitsConfig, Rates
 from fastgw.controls.keys import KeyRecord
 
 
 def test_a_window_slides_one_second_at_a_time_and_never_forgets_early():
-    w = _Window()
-    w.advance(100)
-    w.add(5)
-    w.advance(130)
-    w.add(3)
+    now = [100.0]
+    backend = MemoryBackend(clock=lambda: now[0])
+    rules = RuleSet([Rule("w", WINDOW_KIND, 1000, "key", "rpm")])
+
+    def count(second: int, amount: int) -> None:
+        now[0] = float(second)
+        assert backend.acquire(rules, [amount], "r").failed == 0
+
+    count(100, 5)
+    w = backend.windows["w"]
+    count(130, 3)
     assert (w.total, w.first) == (8, 100)
     w.advance(160)  # 60 s after the first bucket: still counted (no 60-second span sees more)
     assert (w.total, w.first) == (8, 100)
@@ -26,10 +32,10 @@ def test_a_window_slides_one_second_at_a_time_and_never_forgets_early():
     assert w.total == 1
     w.advance(191)
     assert (w.total, w.first) == (0, -1)
-    w.add(4)
+    count(191, 4)
     w.advance(400)  # a long silence clears the whole ring
     assert (w.total, w.first) == (0, -1)
-    w.add(2)
+    count(400, 2)
     assert (w.total, w.first, w.counts[400 % len(w.counts)]) == (2, 400, 2)
 
 
