@@ -202,6 +202,7 @@ class Matrix:
         if side == "gateway":
             cpu = sum(r["gw_cpu_s"] for r in runs)
             e["gw_cpu_us_per_req"] = round(cpu * 1e6 / max(1, merged.issued), 1)
+            e["gw_cpu_runs"] = [round(r["gw_cpu_us_per_req"], 1) for r in runs]
             e["gw_peak_rss_mb"] = round(max(r["gw_peak_rss_kb"] for r in runs) / 1024, 1)
             e["gw_hwm_mb"] = round(max(r["gw_hwm_kb"] for r in runs) / 1024, 1)
             e["gw_procs"] = max(r["gw_procs"] for r in runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -222,11 +223,30 @@ def write_outputs(result: dict[str, Any], out_dir: Path = RESULTS_DIR, stem: str
 
 
 CMP_COLS = ["scenario", "c", "w", "side", "req/s A", "req/s B", "change", "ttfb p50 A", "B", "total p99 A", "B",
-            "cpu us/req A", "B"]
+            "cpu us/req A", "B", "cpu change", "pairs: median (IQR)"]
 
 
 def _pct(a: float, b: float) -> str:
     return f"{(b - a) / a * 100:+.1f}%" if a else "-"
+
+
+def paired_change(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
+    """The median and interquartile range of B's change against A over runs taken in turn
+    (A1 B1 A2 B2 ...), as fractions: each pair ran close in time, so drift between pairs of a
+    noisy machine cancels. None without at least three pairs."""
+    ratios = sorted(y / x - 1 for x, y in zip(a, b, strict=False) if x > 0)
+    if len(ratios) < 3:
+        return None
+    q = statistics.quantiles(ratios, n=4, method="inclusive")
+    return statistics.median(ratios), q[0], q[2]
+
+
+def _paired(ea: dict[str, Any], eb: dict[str, Any]) -> str:
+    got = paired_change(ea.get("gw_cpu_runs") or [], eb.get("gw_cpu_runs") or [])
+    if got is None:
+        return ""
+    med, lo, hi = got
+    return f"{med * 100:+.1f}% ({lo * 100:+.1f}..{hi * 100:+.1f})"
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -244,7 +264,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
                _ms(ea["ttfb_us"]["p50"]), _ms(eb["ttfb_us"]["p50"]),
                _ms(ea["total_us"]["p99"]), _ms(eb["total_us"]["p99"]),
                f"{ea.get('gw_cpu_us_per_req', 0):.0f}" if ea["side"] == "gateway" else "",
-               f"{eb.get('gw_cpu_us_per_req', 0):.0f}" if eb["side"] == "gateway" else ""]
+               f"{eb.get('gw_cpu_us_per_req', 0):.0f}" if eb["side"] == "gateway" else "",
+               _pct(ea["gw_cpu_us_per_req"], eb["gw_cpu_us_per_req"])
+               if ea.get("gw_cpu_us_per_req") and eb.get("gw_cpu_us_per_req") else "",
+               _paired(ea, eb)]
         if with_redis:
             row += [_us(ea.get("redis_cpu_us_per_req")), _us(eb.get("redis_cpu_us_per_req"))]
         rows.append(row)

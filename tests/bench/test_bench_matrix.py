@@ -10,7 +10,7 @@ import pytest
 from bench import payloads as P
 from bench.__main__ import main as bench_main
 from bench.matrix import Matrix, MatrixConfig
-from bench.report import compare, render_markdown, render_text, seed_figures, write_outputs
+from bench.report import compare, paired_change, render_markdown, render_text, seed_figures, write_outputs
 
 TINY = dict(duration=0.3, warmup=0.1, repeats=1, rss_requests=200, stall_concurrency=32, quick=True)
 
@@ -38,6 +38,18 @@ def test_cli_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert bench_main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert "+50.0%" in capsys.readouterr().out
+
+
+def test_compare_gives_the_median_of_paired_runs() -> None:
+    # One outlier pair moves the pooled figure a lot and the paired median little.
+    e = {"scenario": "chat_nonstream", "concurrency": 64, "workers": 1, "side": "gateway", "rps": 100.0,
+         "ttfb_us": {"p50": 1000}, "total_us": {"p99": 3000}}
+    a = {"meta": {"started": "x"}, "entries": [{**e, "gw_cpu_us_per_req": 100.0, "gw_cpu_runs": [100, 100, 100, 100]}]}
+    b = {"meta": {"started": "y"}, "entries": [{**e, "gw_cpu_us_per_req": 115.0, "gw_cpu_runs": [102, 102, 104, 152]}]}
+    assert paired_change([100, 100, 100, 100], [102, 102, 104, 152]) == pytest.approx((0.03, 0.02, 0.16))
+    assert paired_change([100, 100], [102, 102]) is None  # too few pairs to say
+    out = compare(a, b)
+    assert "+15.0%" in out and "+3.0% (+2.0..+16.0)" in out
 
 
 def test_matrix_through_gateway(tmp_path: Path) -> None:
