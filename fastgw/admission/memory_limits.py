@@ -2,12 +2,15 @@
 
 :class:`MemoryBackend` is the backend of one worker without Redis. It runs on the event loop
 alone, so checking every rule of a request and counting it in all of them is atomic by
-construction, and it answers at once (``sync``: :meth:`Limiter.check` does not await it).
+construction, and it answers at once (``sync``: :class:`fastgw.admission.limits.Limiter`
+does not await it).
 
 A window is a ring of ``BUCKETS`` one-second counts and their running total. Moving to a new
 second drops the seconds that left the window (at most one pass over the ring, once a second);
 checking and counting within a second touch one slot. A rule set resolves its counters once
-(:attr:`RuleSet.memo`), so a request does no lookup by name.
+(:attr:`RuleSet.memo`), so a request does no lookup by name. An admitted request's
+``x-ratelimit-*`` headers are read off the counters it was just counted in
+(:meth:`MemoryBackend.admit`): no outcome is built for a request that passes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from fastgw.admission.limits import BUCKETS, CONCURRENCY_KIND, WINDOW, Outcome, RuleSet, Ticket, given_back
+from fastgw.admission.limits import (
+    BUCKETS,
+    CONCURRENCY_KIND,
+    WINDOW,
+    Outcome,
+    RuleSet,
+    Ticket,
+    given_back,
+    rate_headers,
+    trio_headers,
+)
 
 
 class _Window:
@@ -66,23 +79,33 @@ class _Window:
 
 
 class _Gauge:
-    """Requests in flight on one concurrency counter."""
+    """Requests in flight on one concurrency counter (``total``, as a window names its count;
+    it has no oldest second)."""
 
-    __slots__ = ("n",)
+    __slots__ = ("total",)
+    first = -1
 
     def __init__(self) -> None:
-        self.n = 0
+        self.total = 0
 
 
 class _Memo:
-    """A rule set's counters in this backend: all of them in rule order, its gauges, its token windows."""
+    """A rule set's counters in this backend: per rule its counter, limit and whether it is a
+    window (``steps``), the counters alone, the gauges settling frees and the token windows it
+    corrects."""
 
-    __slots__ = ("gauges", "handles", "tokens")
+    __slots__ = ("gauges", "handles", "steps", "tokens", "trios")
 
-    def __init__(self, handles: list[_Window | _Gauge], gauges: list[_Gauge], tokens: list[_Window]) -> None:
+    def __init__(self, rules: RuleSet, handles: list[_Window | _Gauge]) -> None:
         self.handles = handles
-        self.gauges = gauges
-        self.tokens = tokens
+        self.steps = tuple((h, r.limit, h.__class__ is _Window) for h, r in zip(handles, rules, strict=True))
+        self.gauges = [h for h in handles if h.__class__ is _Gauge]
+        self.tokens = [h for h, r in zip(handles, rules, strict=True) if r.name == "tpm"]
+        # Per header trio its one window, limit and headers; None when a unit has several
+        # rules (the tightest is then chosen per request).
+        self.trios = None if any(len(idx) > 1 for idx, _, _ in rules.trios) else tuple(
+            (handles[idx[0]], rules.limits[idx[0]], rules.limit_headers[idx[0]], names, millis)
+            for idx, names, millis in rules.trios)
 
 
 class MemoryBackend:
@@ -102,9 +125,10 @@ class MemoryBackend:
     async def stop(self) -> None:
         return None
 
-    def _resolve(self, rules: RuleSet) -> list[_Window | _Gauge]:
-        """The rule set's counters in rule order, kept in ``rules.memo`` together with the gauges
-        :meth:`release` frees and the token windows it corrects."""
+    def _memo(self, rules: RuleSet) -> _Memo:
+        """The rule set's counters, resolved by name once and kept in ``rules.memo``."""
+        if rules.memo_owner is self:
+            return rules.memo  # type: ignore[no-any-return]
         handles: list[_Window | _Gauge] = []
         for rule in rules:
             table: dict = self.windows if rule.kind != CONCURRENCY_KIND else self.gauges
@@ -112,66 +136,77 @@ class MemoryBackend:
             if h is None:
                 h = table[rule.counter] = _Window() if rule.kind != CONCURRENCY_KIND else _Gauge()
             handles.append(h)
-        rules.memo = _Memo(handles, [h for h in handles if h.__class__ is _Gauge],
-                           [h for h, r in zip(handles, rules, strict=True) if r.name == "tpm"])
+        rules.memo = memo = _Memo(rules, handles)
         rules.memo_owner = self
-        return handles
-
-    def acquire(self, rules: RuleSet, costs: Sequence[int], request_id: str) -> Outcome:
-        """Count the request in each rule in turn; the first rule without room undoes what was
-        counted before it (nothing else runs in between: all or nothing)."""
-        handles = rules.memo.handles if rules.memo_owner is self else self._resolve(rules)
-        now = self.clock()
-        cur = int(now)
-        limits = rules.limits
-        used: list[int] = []
-        oldest: list[int] = []
-        for i, h in enumerate(handles):
-            cost = costs[i]
-            if h.__class__ is _Window:
-                if cur > h.last:  # type: ignore[union-attr]
-                    h.advance(cur)  # type: ignore[union-attr]
-                u = h.total  # type: ignore[union-attr]
-                if u + cost > limits[i]:
-                    return self._refuse(handles, costs, i, now)
-                last = h.last  # type: ignore[union-attr]
-                h.counts[last % BUCKETS] += cost  # type: ignore[union-attr]
-                h.total = u + cost  # type: ignore[union-attr]
-                if h.first < 0:  # type: ignore[union-attr]
-                    h.first = last  # type: ignore[union-attr]
-                oldest.append(h.first)  # type: ignore[union-attr]
-            else:
-                u = h.n  # type: ignore[union-attr]
-                if u + cost > limits[i]:
-                    return self._refuse(handles, costs, i, now)
-                h.n = u + cost  # type: ignore[union-attr]
-                oldest.append(-1)
-            used.append(u + cost)
-        return Outcome(0, now, used, oldest)
+        return memo
 
     @staticmethod
-    def _refuse(handles: list[_Window | _Gauge], costs: Sequence[int], failed: int, now: float) -> Outcome:
-        """Undo the counts of the rules before ``failed`` and report every rule as it stands."""
-        for h, cost in zip(handles[:failed], costs, strict=False):
-            if h.__class__ is _Window:
-                h.counts[h.last % BUCKETS] -= cost  # type: ignore[union-attr]
-                h.total -= cost  # type: ignore[union-attr]
-                if not h.total:  # type: ignore[union-attr]
-                    h.first = -1  # type: ignore[union-attr]
+    def _take(memo: _Memo, costs: Sequence[int], cur: int) -> int:
+        """Count the request in each rule in turn: 0 when all had room, else the 1-based index of
+        the first without, after undoing what was counted before it (nothing else runs in
+        between: all or nothing)."""
+        for n, ((h, limit, window), cost) in enumerate(zip(memo.steps, costs, strict=False)):
+            if window:
+                if cur > h.last:
+                    h.advance(cur)
+                u = h.total + cost
+                if u > limit:
+                    return MemoryBackend._undo(memo, costs, n)
+                last = h.last
+                h.counts[last % BUCKETS] += cost
+                h.total = u
+                if h.first < 0:
+                    h.first = last
             else:
-                h.n -= cost  # type: ignore[union-attr]
-        used = [h.total if h.__class__ is _Window else h.n for h in handles]  # type: ignore[union-attr]
-        oldest = [h.first if h.__class__ is _Window else -1 for h in handles]  # type: ignore[union-attr]
-        return Outcome(failed + 1, now, used, oldest)
+                u = h.total + cost
+                if u > limit:
+                    return MemoryBackend._undo(memo, costs, n)
+                h.total = u
+        return 0
+
+    @staticmethod
+    def _undo(memo: _Memo, costs: Sequence[int], failed: int) -> int:
+        """Take back the counts of the rules before ``failed`` (0-based); ``failed + 1``."""
+        for (h, _, window), cost in zip(memo.steps[:failed], costs, strict=False):
+            h.total -= cost
+            if window:
+                h.counts[h.last % BUCKETS] -= cost
+                if not h.total:
+                    h.first = -1
+        return failed + 1
+
+    def acquire(self, rules: RuleSet, costs: Sequence[int], request_id: str) -> Outcome:
+        """Count the request in every rule or in none, and report each rule as it stands."""
+        memo = self._memo(rules)
+        now = self.clock()
+        failed = self._take(memo, costs, int(now))
+        handles = memo.handles
+        return Outcome(failed, now, [h.total for h in handles], [h.first for h in handles])
+
+    def admit(self, rules: RuleSet, costs: Sequence[int], estimate: int, request_id: str) -> Ticket | Outcome:
+        """:meth:`acquire` for admission: the ticket of an admitted request, its headers read
+        off the counters, or the refusing :class:`Outcome` (nothing counted)."""
+        memo = self._memo(rules)
+        now = self.clock()
+        cur = int(now)
+        failed = self._take(memo, costs, cur)
+        handles = memo.handles
+        if failed:
+            return Outcome(failed, now, [h.total for h in handles], [h.first for h in handles])
+        trios = memo.trios
+        if trios is None:
+            headers = rate_headers(rules, now, [h.total for h in handles], [h.first for h in handles])
+        else:
+            headers = []
+            for h, limit, limit_header, names, millis in trios:
+                trio_headers(headers, limit_header, names, millis, limit - h.total, h.first, now)
+        return Ticket(rules, request_id, estimate, cur, headers)
 
     def release(self, ticket: Ticket, token_delta: int) -> None:
-        rules = ticket.rules
-        if rules.memo_owner is not self:
-            self._resolve(rules)
-        memo: _Memo = rules.memo
+        memo = self._memo(ticket.rules)
         for g in memo.gauges:
-            if g.n > 0:
-                g.n -= 1
+            if g.total > 0:
+                g.total -= 1
         if token_delta:
             for w in memo.tokens:
                 w.correct(ticket.bucket, token_delta)
@@ -179,6 +214,6 @@ class MemoryBackend:
     def give_back(self, ticket: Ticket) -> None:
         self.release(ticket, 0)  # the concurrency slots
         rules = ticket.rules
-        for rule, h in zip(rules, rules.memo.handles, strict=True):
+        for rule, h in zip(rules, self._memo(rules).handles, strict=True):
             if h.__class__ is _Window:
                 h.correct(ticket.bucket, -given_back(rule, ticket))  # type: ignore[union-attr]

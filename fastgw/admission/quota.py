@@ -36,7 +36,7 @@ import asyncio
 import math
 from typing import TYPE_CHECKING
 
-from fastgw.admission.limits import CONCURRENCY_KIND, Limiter, Refusal, Rule, Ticket, rule_costs
+from fastgw.admission.limits import CONCURRENCY_KIND, NO_RULES, Limiter, Refusal, Rule, Ticket, rule_costs
 from fastgw.config_shared import LimitsConfig
 from fastgw.controls import metrics
 from fastgw.errors import GatewayError
@@ -214,7 +214,7 @@ class QuotaRun:
         ex = self.ex
         ticket = ex.ticket
         if ticket is None:
-            ticket = ex.ticket = Ticket([], ex.request_id, 0, 0)
+            ticket = ex.ticket = Ticket(NO_RULES, ex.request_id, 0, 0)
         ticket.headers = merge_headers(self.key_headers, target)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from fastgw.admission.limits import Limiter, Ticket
+from fastgw.admission.limits import NO_RULES, Limiter, Ticket
 from fastgw.admission.memory_limits import MemoryBackend
 from fastgw.admission.quota import Quota
 from fastgw.config import Config
@@ -180,7 +180,7 @@ class Controls:
                     self.limits.give_back(ticket)  # refused before anything went upstream
                 raise
             if ticket is None:
-                ticket = Ticket([], ex.request_id, 0, 0)
+                ticket = Ticket(NO_RULES, ex.request_id, 0, 0)
             ticket.reserved_usd = reserved
         ex.ticket = ticket
 
