@@ -35,6 +35,9 @@ def matrix_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="A/B pairs per scenario (default 2)")
     p.add_argument("--procs", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument("--mock-procs", type=int, default=1, help="mock upstream processes (SO_REUSEPORT)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="throughput scenarios arrive open-loop at this many requests/s instead of closed-loop "
+                        "at --concurrency (meters CPU per request below saturation)")
     p.add_argument("--rss-requests", type=int, default=None, help="requests before the RSS check (default 100000)")
     p.add_argument("--stall-concurrency", type=int, default=512)
     p.add_argument("--scenarios", default=None, help="comma list of scenario names to run (default all)")
@@ -68,7 +71,7 @@ def config_from_args(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         stall_concurrency=a.stall_concurrency,
         scenarios=[s.strip() for s in a.scenarios.split(",")] if a.scenarios else None,
         gateway_cmd=shlex.split(a.gateway_cmd) if a.gateway_cmd else None,
-        direct_only=a.direct_only, quick=q, label=a.label, controls=a.controls,
+        direct_only=a.direct_only, quick=q, label=a.label, controls=a.controls, rate=a.rate,
     )
 
 
