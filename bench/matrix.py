@@ -118,11 +118,16 @@ class Matrix:
         self.gateway_info: dict[str, Any] = {"available": False, "error": None, "cold_start_s": [], "support": {},
                                              "rss_after_n": None, "workers": cfg.workers}
 
+    def _rate(self, sc: Scenario) -> float:
+        """The open-loop arrival rate ``sc`` runs at (0: closed loop). A fixed rate below
+        saturation meters CPU per request without the gateway fighting the load generator and
+        the mock for the cores; only throughput scenarios take it (paced and stall ones keep
+        their own shape)."""
+        return self.cfg.rate if self.cfg.rate > 0 and sc.kind == "throughput" else 0.0
+
     def _spec(self, sc: Scenario, port: int, reqs: list[Any]) -> LoadSpec:
         c = self.cfg
-        # A fixed arrival rate below saturation meters CPU per request without the gateway
-        # fighting the load generator and the mock for the cores (much less noise between runs).
-        rate = c.rate if c.rate > 0 and sc.kind == "throughput" else 0.0
+        rate = self._rate(sc)
         return LoadSpec("127.0.0.1", port, reqs, mode="open" if rate else "closed", rate=rate,
                         concurrency=sc.concurrency, duration=c.duration * sc.duration_scale, warmup=c.warmup,
                         procs=min(c.procs, max(1, sc.concurrency)), timeout=15.0)
@@ -192,8 +197,8 @@ class Matrix:
         e: dict[str, Any] = {"scenario": sc.name, "description": sc.description, "kind": sc.kind,
                              "profile": sc.profile, "concurrency": sc.concurrency, "workers": self._w,
                              "side": side, "status": status}
-        if self.cfg.rate > 0 and sc.kind == "throughput":
-            e["rate"] = self.cfg.rate
+        if self._rate(sc):
+            e["rate"] = self._rate(sc)
         if not runs:
             self.entries.append(e)
             return e
