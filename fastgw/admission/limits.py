@@ -106,7 +106,9 @@ class Ticket:
 class Backend(Protocol):
     """Where counters live. ``acquire`` checks every rule and, when all pass, counts the request
     in all of them atomically; it returns the :class:`Outcome` at once when ``sync`` is true and
-    an awaitable of it otherwise. ``release`` is synchronous and never waits on I/O."""
+    an awaitable of it otherwise. A ``sync`` backend also has ``admit(rules, costs, estimate,
+    request_id)``: the same, answering the admitted request's :class:`Ticket` (headers
+    included) or the refusing :class:`Outcome`. ``release`` is synchronous and never waits on I/O."""
 
     sync: bool
 
@@ -135,8 +137,10 @@ def estimate_tokens(body: bytes, fields: Any = None) -> tuple[int, int]:
             fields = _estimate_decoder.decode(body)
         except msgspec.DecodeError:
             return max(1, len(body) // 4), 0
-    return max(1, len(body) // 4), _cap(fields.max_completion_tokens) or _cap(fields.max_tokens) or _cap(
-        fields.max_output_tokens)
+    a, b, c = fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens
+    if a is None and c is None:  # the common case: max_tokens or no cap
+        return max(1, len(body) // 4), b if b.__class__ is int and b > 0 else 0
+    return max(1, len(body) // 4), _cap(a) or _cap(b) or _cap(c)
 
 
 def _cap(value: Any) -> int:
@@ -182,20 +186,24 @@ _RESET_TOKENS_MS = tuple((_TOKEN_HEADERS[2], v) for v in _MILLIS)
 NO_RULES = RuleSet()
 
 
-def rate_headers(rules: RuleSet, outcome: Outcome) -> list[tuple[bytes, bytes]]:
-    """The ``x-ratelimit-{limit,remaining,reset}-*`` trios of the tightest requests and tokens
-    windows of ``rules``, from the backend's ``outcome``."""
+def trio_headers(headers: list[tuple[bytes, bytes]], limit: tuple[bytes, bytes], names: tuple[bytes, ...],
+                 millis: tuple[tuple[bytes, bytes], ...], left: int, oldest: int, now: float) -> None:
+    """Append one unit's ``x-ratelimit-{limit,remaining,reset}-*`` trio: ``limit`` (its header),
+    what is ``left``, and when the window's ``oldest`` second (-1: none) leaves it, at ``now``."""
+    headers.append(limit)
+    headers.append((names[1], b"%d" % left if left > 0 else b"0"))
+    reset = oldest + BUCKETS - now if oldest >= 0 else 0.0
+    headers.append(millis[int(reset * 1000 + 0.5)] if 0 < reset < 0.9995 else (names[2], _reset_header(reset)))
+
+
+def rate_headers(rules: RuleSet, now: float, used: Sequence[int], oldest: Sequence[int]) -> list[tuple[bytes, bytes]]:
+    """The ``x-ratelimit-*`` trios of the tightest requests and tokens windows of ``rules``, each
+    rule's count and oldest second given."""
     headers: list[tuple[bytes, bytes]] = []
-    used = outcome.used
     limits = rules.limits
     for idx, names, millis in rules.trios:
         best = min(idx, key=lambda i: limits[i] - used[i])
-        left = limits[best] - used[best]
-        headers.append(rules.limit_headers[best])
-        headers.append((names[1], b"%d" % left if left > 0 else b"0"))
-        oldest = outcome.oldest[best]
-        reset = oldest + BUCKETS - outcome.now if oldest >= 0 else 0.0
-        headers.append(millis[int(reset * 1000 + 0.5)] if 0 < reset < 0.9995 else (names[2], _reset_header(reset)))
+        trio_headers(headers, rules.limit_headers[best], names, millis, limits[best] - used[best], oldest[best], now)
     return headers
 
 
@@ -319,14 +327,15 @@ class Limiter:
 
     def admit_now(self, key: Any, body: bytes, request_id: str, fields: Any = None) -> Ticket | None:
         """:meth:`admit` with a backend that answers at once (``backend.sync``): no coroutine."""
-        rules = self.key_rules(key)
+        cached = self._key_rules.get(key.id) if key is not None else None
+        rules = cached[2] if cached is not None and cached[0] is key else self.key_rules(key)
         if not rules:
             return None
-        costs, _ = rule_costs(rules, body, -1, fields)
-        result = self._decide(rules, costs, request_id, self.backend.acquire(rules, costs, request_id))
-        if result.__class__ is Refusal:
-            raise result.error  # type: ignore[union-attr]
-        return result  # type: ignore[return-value]
+        costs, estimate = rule_costs(rules, body, -1, fields)
+        got = self.backend.admit(rules, costs, estimate, request_id)  # type: ignore[attr-defined]
+        if got.__class__ is Ticket:
+            return got  # type: ignore[no-any-return]
+        raise self._decide(rules, costs, request_id, got).error  # type: ignore[union-attr]
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """Free the request's concurrency slots and correct its token estimate. Sync, never raises."""
@@ -374,7 +383,9 @@ class Limiter:
             rules = RuleSet(rules)
         backend = self.backend
         if backend.sync:
-            return self._decide(rules, costs, request_id, backend.acquire(rules, costs, request_id))  # type: ignore[arg-type]
+            tok = rules.tok  # type: ignore[attr-defined]
+            got = backend.admit(rules, costs, costs[tok[0]] if tok else 0, request_id)  # type: ignore[attr-defined]
+            return got if got.__class__ is Ticket else self._decide(rules, costs, request_id, got)  # type: ignore[arg-type]
         try:
             outcome = await backend.acquire(rules, costs, request_id)  # type: ignore[arg-type]
         except LimitsUnavailable:
@@ -393,7 +404,7 @@ class Limiter:
         """The ticket of an admitted request, or the refusal, from the backend's outcome."""
         tok = rules.tok
         ticket = Ticket(rules, request_id, costs[tok[0]] if tok else 0, int(outcome.now),
-                        rate_headers(rules, outcome))
+                        rate_headers(rules, outcome.now, outcome.used, outcome.oldest))
         if not outcome.failed:
             return ticket
         i = outcome.failed - 1

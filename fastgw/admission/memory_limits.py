@@ -8,7 +8,9 @@ does not await it).
 A window is a ring of ``BUCKETS`` one-second counts and their running total. Moving to a new
 second drops the seconds that left the window (at most one pass over the ring, once a second);
 checking and counting within a second touch one slot. A rule set resolves its counters once
-(:attr:`RuleSet.memo`), so a request does no lookup by name.
+(:attr:`RuleSet.memo`), so a request does no lookup by name. An admitted request's
+``x-ratelimit-*`` headers are read off the counters it was just counted in
+(:meth:`MemoryBackend.admit`): no outcome is built for a request that passes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from fastgw.admission.limits import BUCKETS, CONCURRENCY_KIND, WINDOW, Outcome, RuleSet, Ticket, given_back
+from fastgw.admission.limits import (
+    BUCKETS,
+    CONCURRENCY_KIND,
+    WINDOW,
+    Outcome,
+    RuleSet,
+    Ticket,
+    given_back,
+    rate_headers,
+    trio_headers,
+)
 
 
 class _Window:
@@ -82,13 +94,18 @@ class _Memo:
     window (``steps``), the counters alone, the gauges settling frees and the token windows it
     corrects."""
 
-    __slots__ = ("gauges", "handles", "steps", "tokens")
+    __slots__ = ("gauges", "handles", "steps", "tokens", "trios")
 
     def __init__(self, rules: RuleSet, handles: list[_Window | _Gauge]) -> None:
         self.handles = handles
         self.steps = tuple((h, r.limit, h.__class__ is _Window) for h, r in zip(handles, rules, strict=True))
         self.gauges = [h for h in handles if h.__class__ is _Gauge]
         self.tokens = [h for h, r in zip(handles, rules, strict=True) if r.name == "tpm"]
+        # Per header trio its one window, limit and headers; None when a unit has several
+        # rules (the tightest is then chosen per request).
+        self.trios = None if any(len(idx) > 1 for idx, _, _ in rules.trios) else tuple(
+            (handles[idx[0]], rules.limits[idx[0]], rules.limit_headers[idx[0]], names, millis)
+            for idx, names, millis in rules.trios)
 
 
 class MemoryBackend:
@@ -165,6 +182,25 @@ class MemoryBackend:
         failed = self._take(memo, costs, int(now))
         handles = memo.handles
         return Outcome(failed, now, [h.total for h in handles], [h.first for h in handles])
+
+    def admit(self, rules: RuleSet, costs: Sequence[int], estimate: int, request_id: str) -> Ticket | Outcome:
+        """:meth:`acquire` for admission: the ticket of an admitted request, its headers read
+        off the counters, or the refusing :class:`Outcome` (nothing counted)."""
+        memo = self._memo(rules)
+        now = self.clock()
+        cur = int(now)
+        failed = self._take(memo, costs, cur)
+        handles = memo.handles
+        if failed:
+            return Outcome(failed, now, [h.total for h in handles], [h.first for h in handles])
+        trios = memo.trios
+        if trios is None:
+            headers = rate_headers(rules, now, [h.total for h in handles], [h.first for h in handles])
+        else:
+            headers = []
+            for h, limit, limit_header, names, millis in trios:
+                trio_headers(headers, limit_header, names, millis, limit - h.total, h.first, now)
+        return Ticket(rules, request_id, estimate, cur, headers)
 
     def release(self, ticket: Ticket, token_delta: int) -> None:
         memo = self._memo(ticket.rules)
