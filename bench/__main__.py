@@ -98,7 +98,7 @@ def run_matrix(argv: list[str]) -> int:
 
 
 def run_ab_controls(argv: list[str]) -> int:
-    """Two ``--controls`` modes of this build in one run, alternating A B A B on one mock: a
+    """Two ``--controls`` modes of this build in one run, in pairs A B, B A, ... on one mock: a
     feature's cost is B against A measured side by side, not across runs on a noisy machine."""
     from bench.abrun import Build, run_ab
     from bench.gateway import default_gateway_cmd

@@ -1,5 +1,11 @@
-"""Two gateways side by side on one mock, runs alternating A B A B: two builds (compare-revs)
-or one build under two ``--controls`` modes (``python -m bench ab``)."""
+"""Two gateways side by side on one mock, runs alternating in counterbalanced pairs (A B, B A,
+A B, ...): two builds (compare-revs) or one build under two ``--controls`` modes
+(``python -m bench ab``).
+
+Each repeat is one pair, so the paired change of a repeat compares runs made back to back. The
+side that goes first swaps from pair to pair: a cost that falls on whichever run comes second
+(or first) in a pair, and a steady drift of the machine, fall on both sides alike instead of
+reading as a difference between them."""
 
 from __future__ import annotations
 
@@ -41,6 +47,11 @@ def run_ab(a: Build, b: Build, cfg: MatrixConfig) -> tuple[dict[str, Any], dict[
     return ms[0].result(t0), ms[1].result(t0)
 
 
+def pair_order(repeat: int) -> tuple[int, int]:
+    """Which side runs first in pair ``repeat``: A (0) in even pairs, B (1) in odd ones."""
+    return (0, 1) if repeat % 2 == 0 else (1, 0)
+
+
 def _alternate(ms: list[Matrix], builds: tuple[Build, Build], cfg: MatrixConfig, progress: Progress) -> None:
     a, b = builds
     for w in cfg.workers:
@@ -61,8 +72,9 @@ def _alternate(ms: list[Matrix], builds: tuple[Build, Build], cfg: MatrixConfig,
                         sups.append(sup)
                     for sc in scs:
                         runs: list[list[dict[str, Any]]] = [[], []]
-                        for _ in range(cfg.repeats):
-                            for i, (m, gw) in enumerate(zip(ms, gws, strict=True)):
+                        for rep in range(cfg.repeats):
+                            for i in pair_order(rep):
+                                m, gw = ms[i], gws[i]
                                 if gw is None or not gw.alive() or (sc.needs and not sups[i].get(sc.needs)):
                                     progress.n += 1
                                     continue

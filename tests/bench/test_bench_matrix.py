@@ -130,3 +130,25 @@ def test_matrix_with_limits_or_cache_controls(tmp_path: Path, controls: str) -> 
         # Redis-backed modes report the redis-server's CPU per request beside the gateway's.
         assert ("redis_cpu_us_per_req" in g) == controls.endswith("-redis"), g
     assert ("redis us/req A" in compare(res, res)) == controls.endswith("-redis")
+
+
+def test_ab_runs_pairs_in_counterbalanced_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench ab`` / compare-revs: two real gateways, pairs A B then B A, a run per side per pair."""
+    from bench.abrun import Build, run_ab
+    from bench.gateway import default_gateway_cmd
+
+    order: list[str] = []
+    real_run = Matrix._run
+
+    def recording_run(self: Matrix, *args: object, **kw: object) -> dict[str, object]:
+        order.append(self.cfg.label)
+        return real_run(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Matrix, "_run", recording_run)
+    cmd = default_gateway_cmd()
+    cfg = MatrixConfig(concurrency=[2], scenarios=["chat_nonstream"], **{**TINY, "repeats": 4, "rss_requests": 0})
+    ra, rb = run_ab(Build("A", cmd), Build("B", cmd), cfg)
+    assert order == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    for res in (ra, rb):
+        (e,) = [e for e in res["entries"] if e["side"] == "gateway"]
+        assert len(e["gw_cpu_runs"]) == 4 and e["errors"] == 0, e
