@@ -80,11 +80,20 @@ class RuleSet(list[Rule]):
         # Per rpm or tpm rule its x-ratelimit-limit-* header, and the trios this set answers with.
         self.limit_headers = tuple((_TOKEN_HEADERS[0] if r.name == "tpm" else _REQUEST_HEADERS[0], b"%d" % r.limit)
                                    for r in self)
-        self.trios = tuple((idx, names, millis) for idx, names, millis in (
-            (self.req, _REQUEST_HEADERS, _RESET_REQUESTS_MS), (self.tok, _TOKEN_HEADERS, _RESET_TOKENS_MS)) if idx)
+        self.trios = tuple((idx, names, resets) for idx, names, resets in (
+            (self.req, _REQUEST_HEADERS, _RESET_REQUESTS_S), (self.tok, _TOKEN_HEADERS, _RESET_TOKENS_S)) if idx)
         self.costs_one = (1,) * len(self)  # the costs when no rule counts tokens
         self.memo: Any = None
         self.memo_owner: Any = None
+
+    def costs(self, estimate: int) -> Sequence[int]:
+        """What a request counts in each rule: ``estimate`` tokens in a tpm rule, else one."""
+        if not self.tok:
+            return self.costs_one
+        costs = list(self.costs_one)
+        for i in self.tok:
+            costs[i] = estimate
+        return costs
 
 
 class Ticket:
@@ -106,9 +115,10 @@ class Ticket:
 class Backend(Protocol):
     """Where counters live. ``acquire`` checks every rule and, when all pass, counts the request
     in all of them atomically; it returns the :class:`Outcome` at once when ``sync`` is true and
-    an awaitable of it otherwise. A ``sync`` backend also has ``admit(rules, costs, estimate,
-    request_id)``: the same, answering the admitted request's :class:`Ticket` (headers
-    included) or the refusing :class:`Outcome`. ``release`` is synchronous and never waits on I/O."""
+    an awaitable of it otherwise. A ``sync`` backend also has ``admit(rules, estimate,
+    request_id)``: the same with the costs :meth:`RuleSet.costs` gives ``estimate``, answering
+    the admitted request's :class:`Ticket` (headers included) or the refusing :class:`Outcome`.
+    ``release`` is synchronous and never waits on I/O."""
 
     sync: bool
 
@@ -153,16 +163,12 @@ def rule_costs(rules: list[Rule], body: bytes, estimate: int = -1, fields: Any =
     :func:`estimate_tokens`) once a tpm rule needs it."""
     if rules.__class__ is not RuleSet:
         rules = RuleSet(rules)
-    tok = rules.tok  # type: ignore[attr-defined]
-    if not tok:
+    if not rules.tok:  # type: ignore[attr-defined]
         return rules.costs_one, estimate  # type: ignore[attr-defined]
     if estimate < 0:
         prompt, cap = estimate_tokens(body, fields)
         estimate = prompt + cap
-    costs = list(rules.costs_one)  # type: ignore[attr-defined]
-    for i in tok:
-        costs[i] = estimate
-    return costs, estimate
+    return rules.costs(estimate), estimate  # type: ignore[attr-defined]
 
 
 def format_reset(seconds: float) -> str:
@@ -177,23 +183,23 @@ def format_reset(seconds: float) -> str:
     return f"{minutes}m{int(seconds - minutes * 60)}s"
 
 
-_RESETS: dict[int, bytes] = {}
-
-
-_MILLIS = (b"1ms", *(format_reset(ms / 1000).encode() for ms in range(1, 1000)))
-_RESET_REQUESTS_MS = tuple((_REQUEST_HEADERS[2], v) for v in _MILLIS)
-_RESET_TOKENS_MS = tuple((_TOKEN_HEADERS[2], v) for v in _MILLIS)
+# ``x-ratelimit-reset-*`` in whole seconds, rounded up: a window's counts leave it a second at a
+# time, and a client that waits that long finds room. Per header, for 0 to ``BUCKETS`` seconds.
+_RESET_SECONDS = tuple(format_reset(s).encode() for s in range(BUCKETS + 1))
+_RESET_REQUESTS_S = tuple((_REQUEST_HEADERS[2], v) for v in _RESET_SECONDS)
+_RESET_TOKENS_S = tuple((_TOKEN_HEADERS[2], v) for v in _RESET_SECONDS)
 NO_RULES = RuleSet()
 
 
 def trio_headers(headers: list[tuple[bytes, bytes]], limit: tuple[bytes, bytes], names: tuple[bytes, ...],
-                 millis: tuple[tuple[bytes, bytes], ...], left: int, oldest: int, now: float) -> None:
+                 resets: tuple[tuple[bytes, bytes], ...], left: int, oldest: int, cur: int) -> None:
     """Append one unit's ``x-ratelimit-{limit,remaining,reset}-*`` trio: ``limit`` (its header),
-    what is ``left``, and when the window's ``oldest`` second (-1: none) leaves it, at ``now``."""
+    what is ``left``, and in how many seconds the window's ``oldest`` second (-1: none) leaves
+    it, in second ``cur`` (``resets``: the reset headers per second)."""
     headers.append(limit)
     headers.append((names[1], b"%d" % left if left > 0 else b"0"))
-    reset = oldest + BUCKETS - now if oldest >= 0 else 0.0
-    headers.append(millis[int(reset * 1000 + 0.5)] if 0 < reset < 0.9995 else (names[2], _reset_header(reset)))
+    wait = oldest + BUCKETS - cur if oldest >= 0 else 0
+    headers.append(resets[wait] if 0 <= wait <= BUCKETS else (names[2], format_reset(max(0, wait)).encode()))
 
 
 def rate_headers(rules: RuleSet, now: float, used: Sequence[int], oldest: Sequence[int]) -> list[tuple[bytes, bytes]]:
@@ -201,27 +207,11 @@ def rate_headers(rules: RuleSet, now: float, used: Sequence[int], oldest: Sequen
     rule's count and oldest second given."""
     headers: list[tuple[bytes, bytes]] = []
     limits = rules.limits
-    for idx, names, millis in rules.trios:
+    cur = int(now)
+    for idx, names, resets in rules.trios:
         best = min(idx, key=lambda i: limits[i] - used[i])
-        trio_headers(headers, rules.limit_headers[best], names, millis, limits[best] - used[best], oldest[best], now)
+        trio_headers(headers, rules.limit_headers[best], names, resets, limits[best] - used[best], oldest[best], cur)
     return headers
-
-
-def _reset_header(seconds: float) -> bytes:
-    """:func:`format_reset` as header bytes, made once per value: below a second per
-    millisecond, above it per step of its last written digit."""
-    if seconds < 1:
-        if seconds <= 0:
-            return b"0s"
-        ms = int(seconds * 1000 + 0.5)
-        return _MILLIS[ms] if ms < 1000 else b"1s"
-    k = int(seconds * 100) if seconds < 10 else 1000 + int(seconds * 10) if seconds < 60 else 2000 + int(seconds)
-    value = _RESETS.get(k)
-    if value is None:
-        value = format_reset(seconds).encode()
-        if len(_RESETS) < 8192:
-            _RESETS[k] = value
-    return value
 
 
 def _rules_of(scope: str, ident: str, rates: Rates, divisor: int) -> list[Rule]:
@@ -331,11 +321,15 @@ class Limiter:
         rules = cached[2] if cached is not None and cached[0] is key else self.key_rules(key)
         if not rules:
             return None
-        costs, estimate = rule_costs(rules, body, -1, fields)
-        got = self.backend.admit(rules, costs, estimate, request_id)  # type: ignore[attr-defined]
+        if rules.tok:
+            prompt, cap = estimate_tokens(body, fields)
+            estimate = prompt + cap
+        else:
+            estimate = 0
+        got = self.backend.admit(rules, estimate, request_id)  # type: ignore[attr-defined]
         if got.__class__ is Ticket:
             return got  # type: ignore[no-any-return]
-        raise self._decide(rules, costs, request_id, got).error  # type: ignore[union-attr]
+        raise self._decide(rules, rules.costs(estimate), request_id, got).error  # type: ignore[union-attr]
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """Free the request's concurrency slots and correct its token estimate. Sync, never raises."""
@@ -384,7 +378,7 @@ class Limiter:
         backend = self.backend
         if backend.sync:
             tok = rules.tok  # type: ignore[attr-defined]
-            got = backend.admit(rules, costs, costs[tok[0]] if tok else 0, request_id)  # type: ignore[attr-defined]
+            got = backend.admit(rules, costs[tok[0]] if tok else 0, request_id)  # type: ignore[attr-defined]
             return got if got.__class__ is Ticket else self._decide(rules, costs, request_id, got)  # type: ignore[arg-type]
         try:
             outcome = await backend.acquire(rules, costs, request_id)  # type: ignore[arg-type]

@@ -10,7 +10,9 @@ second drops the seconds that left the window (at most one pass over the ring, o
 checking and counting within a second touch one slot. A rule set resolves its counters once
 (:attr:`RuleSet.memo`), so a request does no lookup by name. An admitted request's
 ``x-ratelimit-*`` headers are read off the counters it was just counted in
-(:meth:`MemoryBackend.admit`): no outcome is built for a request that passes.
+(:meth:`MemoryBackend.admit`): no outcome is built for a request that passes. A rule set with
+at most one rpm, one tpm and one concurrency rule (a key's own limits, and most targets') is a
+:class:`_Unit`, admitted in straight-line code rather than by the loop over rules.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from fastgw.admission.limits import (
+    _REQUEST_HEADERS,
+    _RESET_REQUESTS_S,
+    _RESET_TOKENS_S,
+    _TOKEN_HEADERS,
     BUCKETS,
     CONCURRENCY_KIND,
     WINDOW,
@@ -27,7 +33,6 @@ from fastgw.admission.limits import (
     Ticket,
     given_back,
     rate_headers,
-    trio_headers,
 )
 
 
@@ -91,21 +96,86 @@ class _Gauge:
 
 class _Memo:
     """A rule set's counters in this backend: per rule its counter, limit and whether it is a
-    window (``steps``), the counters alone, the gauges settling frees and the token windows it
-    corrects."""
+    window (``steps``), the counters alone, the gauges settling frees, the token windows it
+    corrects, and the rule set as a :class:`_Unit` when it is one."""
 
-    __slots__ = ("gauges", "handles", "steps", "tokens", "trios")
+    __slots__ = ("gauges", "handles", "steps", "tokens", "unit")
 
     def __init__(self, rules: RuleSet, handles: list[_Window | _Gauge]) -> None:
         self.handles = handles
         self.steps = tuple((h, r.limit, h.__class__ is _Window) for h, r in zip(handles, rules, strict=True))
         self.gauges = [h for h in handles if h.__class__ is _Gauge]
         self.tokens = [h for h, r in zip(handles, rules, strict=True) if r.name == "tpm"]
-        # Per header trio its one window, limit and headers; None when a unit has several
-        # rules (the tightest is then chosen per request).
-        self.trios = None if any(len(idx) > 1 for idx, _, _ in rules.trios) else tuple(
-            (handles[idx[0]], rules.limits[idx[0]], rules.limit_headers[idx[0]], names, millis)
-            for idx, names, millis in rules.trios)
+        self.unit = _Unit(rules, handles) if _Unit.fits(rules) else None
+
+
+class _Unit:
+    """A rule set of at most one rpm window, one tpm window and one concurrency gauge: its
+    counters, limits and constant headers, so :meth:`take` admits without a loop or lists."""
+
+    __slots__ = ("conc", "gauge", "req", "req_limit", "rpm", "tok", "tok_limit", "tpm")
+
+    @staticmethod
+    def fits(rules: RuleSet) -> bool:
+        names = [r.name for r in rules]
+        return len(names) == len(set(names))
+
+    def __init__(self, rules: RuleSet, handles: list[_Window | _Gauge]) -> None:
+        self.req = self.tok = self.gauge = None
+        self.rpm = self.tpm = self.conc = 0
+        self.req_limit = self.tok_limit = (b"", b"")
+        for r, h, header in zip(rules, handles, rules.limit_headers, strict=True):
+            if r.name == "rpm":
+                self.req, self.rpm, self.req_limit = h, r.limit, header
+            elif r.name == "tpm":
+                self.tok, self.tpm, self.tok_limit = h, r.limit, header
+            else:
+                self.gauge, self.conc = h, r.limit
+
+    def take(self, estimate: int, cur: int) -> list[tuple[bytes, bytes]] | None:
+        """Count one request of ``estimate`` tokens in every counter, or in none when one is full
+        (None); the ``x-ratelimit-*`` headers of the counted request."""
+        req, tok, gauge = self.req, self.tok, self.gauge
+        if req is not None:
+            if cur > req.last:
+                req.advance(cur)
+            if req.total >= self.rpm:
+                return None
+        if tok is not None:
+            if cur > tok.last:
+                tok.advance(cur)
+            if tok.total + estimate > self.tpm:
+                return None
+        if gauge is not None:
+            if gauge.total >= self.conc:
+                return None
+            gauge.total += 1
+        headers = []
+        if req is not None:
+            last = req.last
+            req.counts[last % BUCKETS] += 1
+            req.total = used = req.total + 1
+            if req.first < 0:
+                req.first = last
+            headers.append(self.req_limit)
+            left = self.rpm - used
+            headers.append((_REMAINING_REQUESTS, b"%d" % left if left > 0 else b"0"))
+            headers.append(_RESET_REQUESTS_S[req.first + BUCKETS - cur])  # first: at most a window old
+        if tok is not None:
+            last = tok.last
+            tok.counts[last % BUCKETS] += estimate
+            tok.total = used = tok.total + estimate
+            if tok.first < 0:
+                tok.first = last
+            headers.append(self.tok_limit)
+            left = self.tpm - used
+            headers.append((_REMAINING_TOKENS, b"%d" % left if left > 0 else b"0"))
+            headers.append(_RESET_TOKENS_S[tok.first + BUCKETS - cur])
+        return headers
+
+
+_REMAINING_REQUESTS = _REQUEST_HEADERS[1]
+_REMAINING_TOKENS = _TOKEN_HEADERS[1]
 
 
 class MemoryBackend:
@@ -183,27 +253,30 @@ class MemoryBackend:
         handles = memo.handles
         return Outcome(failed, now, [h.total for h in handles], [h.first for h in handles])
 
-    def admit(self, rules: RuleSet, costs: Sequence[int], estimate: int, request_id: str) -> Ticket | Outcome:
-        """:meth:`acquire` for admission: the ticket of an admitted request, its headers read
-        off the counters, or the refusing :class:`Outcome` (nothing counted)."""
-        memo = self._memo(rules)
+    def admit(self, rules: RuleSet, estimate: int, request_id: str) -> Ticket | Outcome:
+        """:meth:`acquire` for admission (costs: ``rules.costs(estimate)``): the ticket of an
+        admitted request, its headers read off the counters, or the refusing :class:`Outcome`
+        (nothing counted)."""
+        memo = rules.memo if rules.memo_owner is self else self._memo(rules)
         now = self.clock()
         cur = int(now)
+        unit = memo.unit
+        if unit is not None:
+            headers = unit.take(estimate, cur)
+            if headers is not None:
+                return Ticket(rules, request_id, estimate, cur, headers)
+            # A counter is full: the loop below finds which and reports it.
+        costs = rules.costs(estimate)
         failed = self._take(memo, costs, cur)
         handles = memo.handles
+        used, oldest = [h.total for h in handles], [h.first for h in handles]
         if failed:
-            return Outcome(failed, now, [h.total for h in handles], [h.first for h in handles])
-        trios = memo.trios
-        if trios is None:
-            headers = rate_headers(rules, now, [h.total for h in handles], [h.first for h in handles])
-        else:
-            headers = []
-            for h, limit, limit_header, names, millis in trios:
-                trio_headers(headers, limit_header, names, millis, limit - h.total, h.first, now)
-        return Ticket(rules, request_id, estimate, cur, headers)
+            return Outcome(failed, now, used, oldest)
+        return Ticket(rules, request_id, estimate, cur, rate_headers(rules, now, used, oldest))
 
     def release(self, ticket: Ticket, token_delta: int) -> None:
-        memo = self._memo(ticket.rules)
+        rules = ticket.rules
+        memo = rules.memo if rules.memo_owner is self else self._memo(rules)
         for g in memo.gauges:
             if g.total > 0:
                 g.total -= 1

@@ -3,10 +3,13 @@ estimates, the reset format, and rules per key, model and provider."""
 
 from __future__ import annotations
 
+import pytest
+
 from fastgw.admission.limits import WINDOW_KIND, Limiter, Rule, RuleSet, estimate_tokens, format_reset
 from fastgw.admission.memory_limits import MemoryBackend
 from fastgw.config_shared import LimitsConfig, Rates
 from fastgw.controls.keys import KeyRecord
+from fastgw.errors import GatewayError
 
 
 def test_a_window_slides_one_second_at_a_time_and_never_forgets_early():
@@ -80,11 +83,69 @@ def test_memory_backend_counts_all_rules_or_none():
     assert backend.windows["key:key_c:rpm"].total == 1  # ...and the rpm window did not count it
 
 
-def test_reset_header_is_format_reset_to_its_last_digit() -> None:
-    from fastgw.admission.limits import _reset_header, format_reset
+def test_reset_headers_are_whole_seconds_until_the_oldest_count_leaves() -> None:
+    now = [1000.3]
+    backend = MemoryBackend(clock=lambda: now[0])
+    lim = Limiter(LimitsConfig(), backend)
+    key = KeyRecord(id="key_r", name="r", prefix="sk-fgw-r", rpm_limit=10, tpm_limit=10_000)
 
-    for x in (0.0, 0.004, 0.12, 0.999, 1.0, 1.234, 9.5, 12.34, 45.6, 59.9, 60.0, 61.2, 119.9, 3600.0):
-        first = _reset_header(x)
-        assert _reset_header(x) == first  # remembered
-        # The same text as format_reset, or its neighbour in the last digit (one cache step).
-        assert first in {format_reset(x).encode(), format_reset(x - 0.01 if x < 10 else x - 0.1 if x < 60 else x - 1).encode()}
+    def resets() -> tuple[bytes, bytes]:
+        ticket = lim.admit_now(key, b'{"max_tokens":10}', "r")
+        assert ticket is not None
+        h = dict(ticket.headers)
+        return h[b"x-ratelimit-reset-requests"], h[b"x-ratelimit-reset-tokens"]
+
+    # Counted in second 1000: it leaves the window at 1061, 60.7 s from now, written rounded up.
+    assert resets() == (b"1m1s", b"1m1s")
+    now[0] = 1059.5  # 1.5 s left: never written shorter than the wait
+    assert resets() == (b"2s", b"2s")
+    now[0] = 1061.0  # the first second left; the oldest is now 1059
+    assert resets() == (b"59s", b"59s")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_single_limit_set_is_admitted_as_the_loop_over_rules_would(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key's own limits take the straight-line path (a unit); random traffic gives the same
+    tickets, headers, refusals and counts as the general loop over rules."""
+    import random
+
+    from fastgw.admission import memory_limits
+    from fastgw.admission.limits import Ticket
+
+    rng = random.Random(seed)
+    rpm, tpm, conc = rng.choice([None, 3, 8]), rng.choice([None, 200, 900]), rng.choice([None, 2, 5])
+    if rpm is tpm is conc is None:
+        rpm = 4
+    now = [5000.0]
+
+    def run(unit: bool) -> list[object]:
+        backend = MemoryBackend(clock=lambda: now[0])
+        lim = Limiter(LimitsConfig(), backend)
+        key = KeyRecord(id="key_u", name="u", prefix="sk-fgw-u", rpm_limit=rpm, tpm_limit=tpm, concurrency_limit=conc)
+        rules = lim.key_rules(key)
+        with monkeypatch.context() as m:
+            if not unit:
+                m.setattr(memory_limits._Unit, "fits", staticmethod(lambda rules: False))
+            assert (backend._memo(rules).unit is not None) is unit
+        r = random.Random(seed)
+        held: list[Ticket] = []
+        seen: list[object] = []
+        now[0] = 5000.0
+        for i in range(300):
+            now[0] += r.choice([0.0, 0.05, 0.4, 3.0, 20.0])
+            body = b'{"max_tokens":%d}' % r.choice([1, 40, 150])
+            try:
+                ticket = lim.admit_now(key, body, f"r{i}")
+            except GatewayError as exc:
+                seen.append((exc.status, exc.code, exc.headers))
+            else:
+                assert ticket is not None
+                seen.append((ticket.estimate, ticket.bucket, ticket.headers))
+                held.append(ticket)
+            if held and r.random() < 0.6:
+                lim.settle(held.pop(r.randrange(len(held))), r.choice([None, 5, 90]))
+            seen.append(sorted((k, w.total, w.first) for k, w in backend.windows.items()))
+            seen.append(sorted((k, g.total) for k, g in backend.gauges.items()))
+        return seen
+
+    assert run(unit=True) == run(unit=False)
