@@ -2,6 +2,7 @@
 ``python -m bench report RESULT.json``: re-render a result (table, chart);
 ``python -m bench ceiling``: the mock's own ceiling and the loadgen's cost per request;
 ``python -m bench ab OFF ON [matrix options]``: one build under two ``--controls`` modes, runs alternating;
+``python -m bench instr A B``: instructions per request of the gateway worker under two ``--controls`` modes (callgrind);
 ``python -m bench floor``: the design card's own cost (granian hello, a bare h11 relay) beside fastgw;
 ``python -m bench index [--reference RESULT.json]``: bench/results/INDEX.md and the README's figures."""
 
@@ -176,6 +177,39 @@ def run_floor(argv: list[str]) -> int:
     return 0
 
 
+def run_instr(argv: list[str]) -> int:
+    from bench.instr import SCENARIOS, InstrConfig, available, measure, render
+
+    p = argparse.ArgumentParser(prog="python -m bench instr",
+                                description="instructions per request (callgrind Ir) of one gateway worker under "
+                                            "two --controls modes: a feature's cost counted, not timed")
+    p.add_argument("mode_a", choices=CONTROLS)
+    p.add_argument("mode_b", choices=CONTROLS)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of throughput scenarios")
+    p.add_argument("--requests", type=int, default=1000, help="requests counted per scenario and mode")
+    p.add_argument("--warmup", type=int, default=300, help="requests sent before counting")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--gateway-cmd", default=None, help="command that runs fastgw (default: this checkout's)")
+    _json_arg(p, "instr")
+    a = p.parse_args(argv)
+    why = available()
+    if why:
+        print(f"bench instr: callgrind {why}", file=sys.stderr)
+        return 2
+    if not 0 < a.requests <= 100_000 or not 0 <= a.warmup <= 100_000:
+        print("bench instr: --requests must be in (0, 100000] and --warmup in [0, 100000]", file=sys.stderr)
+        return 2
+    cfg = InstrConfig((a.mode_a, a.mode_b), tuple(x for x in a.scenarios.split(",") if x), a.requests, a.warmup,
+                      a.concurrency, shlex.split(a.gateway_cmd) if a.gateway_cmd else None)
+    started = now()
+    result = measure(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if a.json:
+        print(f"results: {write_rows(result['entries'], a.json, started)}")
+    print(render(result))
+    errors = sum(e["errors"] for e in result["entries"])
+    return 0 if errors == 0 else 1
+
+
 def run_report(argv: list[str]) -> int:
     from bench.report import chart, render_text
 
@@ -208,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_report(argv[1:])
     if argv and argv[0] == "floor":
         return run_floor(argv[1:])
+    if argv and argv[0] == "instr":
+        return run_instr(argv[1:])
     if argv and argv[0] == "ceiling":
         return run_ceiling(argv[1:])
     return run_matrix(argv)

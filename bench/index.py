@@ -1,7 +1,7 @@
 """``python -m bench index``: the index of the result files, and the README figures drawn from them.
 
 Reads every ``*.json`` under ``bench/results/`` (matrix runs at the top, in ``archive/``,
-``controls/`` and ``floor/``; ``floor-*`` and ``ceiling-*`` row lists; ``soak-*`` runs) and
+``controls/`` and ``floor/``; ``floor-*``, ``ceiling-*`` and ``instr-*`` row lists; ``soak-*`` runs) and
 writes ``bench/results/INDEX.md``: one row per run with its date, commit, label and headline
 figures, the reference run marked. It also rewrites the blocks of ``bench/README.md`` between
 ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``, so that every figure the README
@@ -36,7 +36,7 @@ _STAMP = re.compile(r"(\d{8})-(\d{6})")
 @dataclass
 class Run:
     path: Path  # relative to the results directory
-    kind: str  # matrix | floor | ceiling | soak
+    kind: str  # matrix | floor | ceiling | instr | soak
     data: Any
     commit: str
     date: str
@@ -77,6 +77,8 @@ def _kind(data: Any) -> str | None:
             return "floor"
         if "mock_procs" in data[0]:
             return "ceiling"
+        if "ir_per_req" in data[0]:
+            return "instr"
     return None
 
 
@@ -89,7 +91,7 @@ def load_runs(results: Path = RESULTS_DIR) -> list[Run]:
             continue
         if kind == "matrix":
             commit, date = data["meta"].get("git_rev") or "", data["meta"].get("started") or ""
-        elif kind in ("floor", "ceiling"):
+        elif kind in ("floor", "ceiling", "instr"):
             commit, date = data[0].get("git_rev") or "", data[0].get("started") or ""
         else:
             commit, date = "", ""
@@ -188,6 +190,22 @@ CEILING_COLS = ["date", "commit", "file", "shape", "mock x loadgen procs", "req/
                 "loadgen cpu us/req"]
 
 
+def _instr_rows(run: Run) -> list[list[str]]:
+    """Per scenario, each mode's instructions per request, in run order, and the last against the first."""
+    out = []
+    for sc in dict.fromkeys(r["scenario"] for r in run.data):
+        rows = [r for r in run.data if r["scenario"] == sc]
+        a, b = rows[0], rows[-1]
+        change = f"{b['ir_per_req'] / a['ir_per_req'] - 1:+.1%}" if len(rows) > 1 and a["ir_per_req"] else "-"
+        out.append([run.date, run.commit, f"[{run.path}]({run.path})", sc,
+                    " / ".join(f"{r['mode']} {r['ir_per_req']:,.0f}" for r in rows), change,
+                    str(sum(r["errors"] for r in rows))])
+    return out
+
+
+INSTR_COLS = ["date", "commit", "file", "scenario", "instructions per request", "change", "errors"]
+
+
 def _soak_row(run: Run) -> list[str]:
     d, j, a = run.data, run.data["judgement"], run.data.get("args", {})
     load = d.get("load", {})
@@ -237,6 +255,10 @@ def render_index(results: Path = RESULTS_DIR) -> str:
     if ceilings:
         out += ["", "## Mock ceiling and loadgen cost (`python -m bench ceiling --json`)", "",
                 *_md(CEILING_COLS, [row for r in ceilings for row in _ceiling_rows(r)])]
+    instrs = [r for r in runs if r.kind == "instr"]
+    if instrs:
+        out += ["", "## Instructions per request (`python -m bench instr A B --json`): callgrind Ir of one worker", "",
+                *_md(INSTR_COLS, [row for r in instrs for row in _instr_rows(r)])]
     soaks = [r for r in runs if r.kind == "soak"]
     if soaks:
         out += ["", "## Soak (`scripts/soak`)", "", *_md(SOAK_COLS, [_soak_row(r) for r in soaks])]
