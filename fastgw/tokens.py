@@ -1,4 +1,5 @@
-"""Token usage of one exchange: the one shape every wire format's usage is normalised to.
+"""Token usage of one exchange: the one shape every wire format's usage is normalised to;
+and a request's output caps, which bound the tokens it may use.
 
 Counts follow OpenAI's meaning: ``prompt_tokens`` includes cached and cache-written
 prompt tokens, ``completion_tokens`` includes reasoning tokens, and
@@ -8,9 +9,21 @@ compute it use ``prompt_tokens + completion_tokens``). Pure data, no I/O.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-__all__ = ["Usage"]
+__all__ = ["OutputCaps", "Usage"]
+
+
+class OutputCaps(msgspec.Struct):
+    """A request body's output caps as sent (any JSON value; a positive integer is a cap):
+    Chat Completions' ``max_tokens`` and ``max_completion_tokens``, Responses'
+    ``max_output_tokens``. Decoded alone, msgspec skips every other member."""
+
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    max_output_tokens: Any = None
 
 
 class Usage(msgspec.Struct):

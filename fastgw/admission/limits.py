@@ -36,6 +36,7 @@ import msgspec
 
 from fastgw.config_shared import LimitsConfig, Rates
 from fastgw.errors import GatewayError
+from fastgw.tokens import OutputCaps
 
 WINDOW = 60
 BUCKETS = WINDOW + 1
@@ -129,13 +130,7 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
 
-class _Estimate(msgspec.Struct):
-    max_tokens: Any = None
-    max_completion_tokens: Any = None
-    max_output_tokens: Any = None
-
-
-_estimate_decoder = msgspec.json.Decoder(_Estimate)
+_estimate_decoder = msgspec.json.Decoder(OutputCaps)
 
 
 def estimate_tokens(body: bytes, fields: Any = None) -> tuple[int, int]:

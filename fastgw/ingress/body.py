@@ -21,20 +21,18 @@ import msgspec
 
 from fastgw.errors import GatewayError, bad_request
 from fastgw.exchange import ClientGone, Exchange, header
+from fastgw.tokens import OutputCaps
 
 MAX_MODEL_LENGTH = 512
 
 
-class RoutingFields(msgspec.Struct):
+class RoutingFields(OutputCaps):
     """The only fields the fast path decodes (the output caps feed a token estimate when a
     limit or budget needs one, without decoding the body again)."""
 
     model: Any = msgspec.UNSET
     stream: Any = None
     stream_options: Any = msgspec.UNSET
-    max_tokens: Any = None
-    max_completion_tokens: Any = None
-    max_output_tokens: Any = None
 
 
 _routing_decoder = msgspec.json.Decoder(RoutingFields)
