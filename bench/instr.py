@@ -152,16 +152,17 @@ def _control(flag: str, pid: int) -> None:
 
 
 def render(result: dict[str, Any]) -> str:
-    """Per scenario: each mode's instructions per request and B against A."""
+    """Per scenario: each mode's instructions per request and B against A (A and B may be one mode:
+    two counts of the same build show how well the figure repeats)."""
     a, b = result["meta"]["modes"]
-    rows = {(e["scenario"], e["mode"]): e for e in result["entries"]}
     lines = [f"instructions per request (callgrind Ir, gateway worker; {result['meta']['requests']} requests "
              f"after {result['meta']['warmup']}, c={result['meta']['concurrency']})",
              f"{'scenario':<16} {a:>14} {b:>14} {'change':>8}  errors"]
     for sc in dict.fromkeys(e["scenario"] for e in result["entries"]):
-        ea, eb = rows.get((sc, a)), rows.get((sc, b))
-        if ea is None or eb is None:
+        got = [e for e in result["entries"] if e["scenario"] == sc]
+        if len(got) != 2:
             continue
+        ea, eb = got
         change = eb["ir_per_req"] / ea["ir_per_req"] - 1 if ea["ir_per_req"] else 0.0
         lines.append(f"{sc:<16} {ea['ir_per_req']:>14,.0f} {eb['ir_per_req']:>14,.0f} {change:>+8.1%}  "
                      f"{ea['errors']}/{eb['errors']}")
