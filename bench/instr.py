@@ -3,9 +3,11 @@
 ``python -m bench instr A B``: for each scenario, one gateway per ``--controls`` mode runs its
 worker under valgrind's callgrind; after a warm-up, the worker's counters are zeroed, a fixed
 number of requests goes through, and the counters are dumped. The figure is the worker's
-user-space instructions (``Ir``) per request. It repeats to a fraction of a per cent from run to
-run and from machine to machine, where CPU time on a shared VM moves by 20 % or more, so a cost
-of a few per cent can be read in one run. It leaves out what instructions do not show: time in
+user-space instructions (``Ir``) per request. On a quiet machine two counts of one build agree
+to a fraction of a per cent, where CPU time on a shared VM moves by 20 % or more, so a cost of a
+few per cent can be read in one run. Timers and how requests batch still depend on time, so a
+machine busy with other work moves the count by a few per cent: run it alone, and run
+``instr A A`` to see the spread. It leaves out what instructions do not show: time in
 the kernel (socket reads and writes, epoll), cache misses, and the mock's and Redis's work.
 Everything else (the loop, granian, h11, msgspec, timers and background tasks of the worker)
 is in it.
