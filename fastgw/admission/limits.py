@@ -186,17 +186,6 @@ _RESET_TOKENS_S = tuple((_TOKEN_HEADERS[2], v) for v in _RESET_SECONDS)
 NO_RULES = RuleSet()
 
 
-def trio_headers(headers: list[tuple[bytes, bytes]], limit: tuple[bytes, bytes], names: tuple[bytes, ...],
-                 resets: tuple[tuple[bytes, bytes], ...], left: int, oldest: int, cur: int) -> None:
-    """Append one unit's ``x-ratelimit-{limit,remaining,reset}-*`` trio: ``limit`` (its header),
-    what is ``left``, and in how many seconds the window's ``oldest`` second (-1: none) leaves
-    it, in second ``cur`` (``resets``: the reset headers per second)."""
-    headers.append(limit)
-    headers.append((names[1], b"%d" % left if left > 0 else b"0"))
-    wait = oldest + BUCKETS - cur if oldest >= 0 else 0
-    headers.append(resets[wait] if 0 <= wait <= BUCKETS else (names[2], format_reset(max(0, wait)).encode()))
-
-
 def rate_headers(rules: RuleSet, now: float, used: Sequence[int], oldest: Sequence[int]) -> list[tuple[bytes, bytes]]:
     """The ``x-ratelimit-*`` trios of the tightest requests and tokens windows of ``rules``, each
     rule's count and oldest second given."""
@@ -205,7 +194,11 @@ def rate_headers(rules: RuleSet, now: float, used: Sequence[int], oldest: Sequen
     cur = int(now)
     for idx, names, resets in rules.trios:
         best = min(idx, key=lambda i: limits[i] - used[i])
-        trio_headers(headers, rules.limit_headers[best], names, resets, limits[best] - used[best], oldest[best], cur)
+        left = limits[best] - used[best]
+        # The reset: seconds until the window's oldest counted second (-1: none) leaves it.
+        wait = oldest[best] + BUCKETS - cur if oldest[best] >= 0 else 0
+        headers += (rules.limit_headers[best], (names[1], b"%d" % left if left > 0 else b"0"),
+                    resets[wait] if 0 <= wait <= BUCKETS else (names[2], format_reset(max(0, wait)).encode()))
     return headers
 
 
