@@ -192,15 +192,11 @@ CEILING_COLS = ["date", "commit", "file", "shape", "mock x loadgen procs", "req/
 
 def _instr_rows(run: Run) -> list[list[str]]:
     """Per scenario, each mode's instructions per request, in run order, and the last against the first."""
-    out = []
-    for sc in dict.fromkeys(r["scenario"] for r in run.data):
-        rows = [r for r in run.data if r["scenario"] == sc]
-        a, b = rows[0], rows[-1]
-        change = f"{b['ir_per_req'] / a['ir_per_req'] - 1:+.1%}" if len(rows) > 1 and a["ir_per_req"] else "-"
-        out.append([run.date, run.commit, f"[{run.path}]({run.path})", sc,
-                    " / ".join(f"{r['mode']} {r['ir_per_req']:,.0f}" for r in rows), change,
-                    str(sum(r["errors"] for r in rows))])
-    return out
+    from bench.instr import by_scenario
+
+    return [[run.date, run.commit, f"[{run.path}]({run.path})", sc,
+             " / ".join(f"{r['mode']} {r['ir_per_req']:,.0f}" for r in rows), "-" if change is None else f"{change:+.1%}",
+             str(sum(r["errors"] for r in rows))] for sc, rows, change in by_scenario(run.data)]
 
 
 INSTR_COLS = ["date", "commit", "file", "scenario", "instructions per request", "change", "errors"]

@@ -153,19 +153,25 @@ def _control(flag: str, pid: int) -> None:
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
 
 
+def by_scenario(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]], float | None]]:
+    """Per scenario, in run order: its rows (one per mode) and the last mode's count against the
+    first's (None without two counts). A and B may be one mode: two counts of the same build show
+    how well the figure repeats."""
+    out = []
+    for sc in dict.fromkeys(r["scenario"] for r in rows):
+        got = [r for r in rows if r["scenario"] == sc]
+        first, last = got[0]["ir_per_req"], got[-1]["ir_per_req"]
+        out.append((sc, got, last / first - 1 if len(got) > 1 and first else None))
+    return out
+
+
 def render(result: dict[str, Any]) -> str:
-    """Per scenario: each mode's instructions per request and B against A (A and B may be one mode:
-    two counts of the same build show how well the figure repeats)."""
+    """Per scenario: each mode's instructions per request and B against A."""
     a, b = result["meta"]["modes"]
     lines = [f"instructions per request (callgrind Ir, gateway worker; {result['meta']['requests']} requests "
              f"after {result['meta']['warmup']}, c={result['meta']['concurrency']})",
              f"{'scenario':<16} {a:>14} {b:>14} {'change':>8}  errors"]
-    for sc in dict.fromkeys(e["scenario"] for e in result["entries"]):
-        got = [e for e in result["entries"] if e["scenario"] == sc]
-        if len(got) != 2:
-            continue
-        ea, eb = got
-        change = eb["ir_per_req"] / ea["ir_per_req"] - 1 if ea["ir_per_req"] else 0.0
-        lines.append(f"{sc:<16} {ea['ir_per_req']:>14,.0f} {eb['ir_per_req']:>14,.0f} {change:>+8.1%}  "
+    for sc, (ea, eb), change in by_scenario(result["entries"]):
+        lines.append(f"{sc:<16} {ea['ir_per_req']:>14,.0f} {eb['ir_per_req']:>14,.0f} {change or 0.0:>+8.1%}  "
                      f"{ea['errors']}/{eb['errors']}")
     return "\n".join(lines)
