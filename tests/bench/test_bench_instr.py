@@ -36,7 +36,8 @@ def test_instr_counts_what_a_mode_adds(callgrind: None, tmp_path: Path, capsys: 
                      "--concurrency", "2", "--json", str(out)])
     assert rc == 0
     rows = json.loads(out.read_text())
-    assert [(r["mode"], r["requests"], r["errors"]) for r in rows] == [("off", 30, 0), ("limits", 30, 0)]
+    assert [(r["mode"], r["requests"], r["warmup"], r["concurrency"], r["errors"]) for r in rows] == [
+        ("off", 30, 10, 2, 0), ("limits", 30, 10, 2, 0)]
     off, limits = (r["ir_per_req"] for r in rows)
     # A request through Python, granian and h11 takes hundreds of thousands of instructions; a
     # virtual key with limits, the request log and usage injection add to them, every time.
@@ -50,3 +51,12 @@ def test_instr_counts_what_a_mode_adds(callgrind: None, tmp_path: Path, capsys: 
 
 def test_instr_refuses_bad_counts() -> None:
     assert bench_main(["instr", "all", "limits", "--requests", "0"]) == 2
+
+
+def test_instr_runs_the_gateway_command_it_is_given(callgrind: None) -> None:
+    from bench.gateway import GatewayError
+
+    # "off" creates no key: the command is the one run under callgrind, and it does not exist.
+    with pytest.raises(GatewayError, match="not healthy"):
+        bench_main(["instr", "off", "off", "--scenarios", "chat_nonstream", "--requests", "5", "--warmup", "0",
+                    "--gateway-cmd", "/nonexistent/fastgw"])

@@ -152,3 +152,20 @@ def test_ab_runs_pairs_in_counterbalanced_order(monkeypatch: pytest.MonkeyPatch)
     for res in (ra, rb):
         (e,) = [e for e in res["entries"] if e["side"] == "gateway"]
         assert len(e["gw_cpu_runs"]) == 4 and e["errors"] == 0, e
+
+
+def test_compare_revs_runs_both_revisions_under_one_controls_mode() -> None:
+    import importlib.machinery
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "compare-revs"
+    loader = importlib.machinery.SourceFileLoader("compare_revs", str(path))
+    spec = importlib.util.spec_from_loader("compare_revs", loader)
+    assert spec is not None
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    assert mod.matrix_config(mod.parse_args(["main", "HEAD"])).controls == "default"
+    cfg = mod.matrix_config(mod.parse_args(["main", "HEAD", "--controls", "limits", "--concurrency", "64"]))
+    assert cfg.controls == "limits" and cfg.concurrency == [64]
+    with pytest.raises(SystemExit):
+        mod.parse_args(["main", "HEAD", "--controls", "nonsense"])
