@@ -155,15 +155,9 @@ def test_ab_runs_pairs_in_counterbalanced_order(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_compare_revs_runs_both_revisions_under_one_controls_mode() -> None:
-    import importlib.machinery
-    import importlib.util
+    from scripts_support import load_script
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "compare-revs"
-    loader = importlib.machinery.SourceFileLoader("compare_revs", str(path))
-    spec = importlib.util.spec_from_loader("compare_revs", loader)
-    assert spec is not None
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
+    mod = load_script("compare-revs")
     assert mod.matrix_config(mod.parse_args(["main", "HEAD"])).controls == "default"
     cfg = mod.matrix_config(mod.parse_args(["main", "HEAD", "--controls", "limits", "--concurrency", "64"]))
     assert cfg.controls == "limits" and cfg.concurrency == [64]

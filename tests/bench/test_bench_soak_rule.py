@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-from pathlib import Path
 from types import ModuleType
+
+from scripts_support import load_script
 
 
 def load_soak() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "scripts" / "soak"
-    loader = importlib.machinery.SourceFileLoader("soak_script", str(path))
-    spec = importlib.util.spec_from_loader("soak_script", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("soak")
 
 
 def samples(fds: list[float], rss: list[float] | None = None) -> list[dict[str, float]]:
